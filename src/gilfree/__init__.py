@@ -1,0 +1,35 @@
+"""gilfree: use every core from Python.
+
+A C engine behind the APIs you know: :class:`ThreadPoolExecutor` (a drop-in
+for the stdlib's), :class:`Pool` (``concurrent.futures`` and
+``multiprocessing.Pool`` vocabularies in one object, several backends),
+:class:`Future` (a ``concurrent.futures.Future`` that is also awaitable), and
+:mod:`gilfree.native` for C functions that run with no GIL at all.
+"""
+
+from __future__ import annotations
+
+import os as _os
+from concurrent.futures.thread import BrokenThreadPool
+
+from . import _core, _lifecycle
+from ._core import TimeoutError
+from ._executor import ThreadPoolExecutor
+from ._futures import Future
+from ._pool import BACKENDS, Pool
+from . import demo, native
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BACKENDS", "BrokenThreadPool", "Future", "Pool", "ThreadPoolExecutor",
+    "TimeoutError", "demo", "get_include", "native",
+]
+
+
+def get_include() -> str:
+    """The directory holding ``gilfree.h``, gilfree's C API header."""
+    return _os.path.join(_os.path.dirname(__file__), "include")
+
+
+_lifecycle.install()

@@ -1,0 +1,78 @@
+/* wait.c - blocking on a completion from Python, the CPython way. */
+#include "state.h"
+
+#include "gf_atomic.h"
+
+/* A caller spins this long, with the GIL released, before it sleeps: it
+ * covers a trivial task's round trip through a worker (a few us), so a
+ * submit().result() loop is never put to sleep and woken by a syscall. */
+#define CALLER_SPIN_NS 30000
+
+static int spin(gf_completion *c, int64_t limit_ns)
+{
+    int64_t end = gf_now_ns() + limit_ns;
+    do {
+        for (int i = 0; i < 32; i++) {
+            if (gf_completion_is_done(c))
+                return 1;
+            gf_cpu_relax();
+        }
+    } while (gf_now_ns() < end);
+    return 0;
+}
+
+int gf_wait_completion(module_state *st, gf_completion *c, double timeout)
+{
+    if (gf_completion_is_done(c))
+        return 0;
+    if (timeout == 0.0)
+        return 1;
+    int64_t deadline = timeout < 0 ? -1
+                                   : gf_now_ns() + (int64_t)(timeout * 1e9);
+    int spun = 0;
+    for (;;) {
+        int64_t left = -1;
+        if (deadline >= 0 && (left = deadline - gf_now_ns()) <= 0)
+            return 1;
+        int rc = 0;
+        Py_BEGIN_ALLOW_THREADS
+        /* seq_cst pairs with the worker's load in pyworker.c: it tells a
+         * worker about to take the GIL that the GIL is free now. */
+        atomic_fetch_add(&st->waiting_callers, 1);
+        /* Say that someone waits: a worker finishing this future then
+         * lets the GIL go before it completes `done` (pyworker.c), so we
+         * wake up to a free GIL instead of queueing for it. */
+        uint32_t pending = GF_COMPLETION_PENDING;
+        atomic_compare_exchange_strong(&c->state, &pending,
+                                       GF_COMPLETION_SLEEPERS);
+        if (!spun) {
+            int64_t budget = left >= 0 && left < CALLER_SPIN_NS ? left
+                                                               : CALLER_SPIN_NS;
+            rc = spin(c, budget) ? 0 : GF_EAGAIN;
+            spun = 1;
+        } else {
+            rc = GF_EAGAIN;
+        }
+        if (rc == GF_EAGAIN) {
+            left = deadline >= 0 ? deadline - gf_now_ns() : -1;
+            rc = deadline >= 0 && left <= 0
+                     ? GF_ETIMEDOUT
+                     : gf_completion_wait(c, left, false);
+        }
+        atomic_fetch_sub(&st->waiting_callers, 1);
+        Py_END_ALLOW_THREADS
+        if (rc == 0)
+            return 0;
+        if (rc == GF_EINTR) {
+            /* Run the signal handlers now; KeyboardInterrupt & co. end the
+             * wait, anything else goes back to sleep for the time left. */
+            if (PyErr_CheckSignals() < 0)
+                return -1;
+            continue;
+        }
+        if (rc != GF_ETIMEDOUT) {
+            gf_raise(rc, "waiting for a result");
+            return -1;
+        }
+    }
+}
