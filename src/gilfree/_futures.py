@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 from collections.abc import Generator
 from typing import Any, TypeVar
@@ -26,6 +25,11 @@ class Future(_core.FutureBase, concurrent.futures.Future):  # type: ignore[misc]
     """
 
     def __await__(self) -> Generator[Any, None, Any]:
+        # Imported here, not at the top: whoever awaits has asyncio loaded
+        # already, and importing it first inside a sub-interpreter crashes
+        # CPython 3.12.0-3.12.3 at exit (gh-119213).
+        import asyncio
+
         # wrap_future chains a loop future to this one with a done-callback
         # that hops to the loop thread with call_soon_threadsafe.
         return asyncio.wrap_future(self).__await__()

@@ -23,7 +23,9 @@ BACKENDS = {
     "auto": False,
 }
 
-_RUN, _CLOSE, _TERMINATE = "RUN", "CLOSE", "TERMINATE"
+# SHUTDOWN: stopped with shutdown(), so concurrent.futures' errors apply;
+# CLOSE/TERMINATE: stopped with multiprocessing's verbs, so its errors do.
+_RUN, _CLOSE, _TERMINATE, _SHUTDOWN = "RUN", "CLOSE", "TERMINATE", "SHUTDOWN"
 
 
 def _check_backend(backend: str) -> None:
@@ -124,7 +126,14 @@ class Pool:
         Returns a list (as ``multiprocessing.Pool.map`` does). Raises the
         exception of the first failed item, or ``TimeoutError`` after
         ``timeout`` seconds (the unstarted rest is then cancelled).
+        ``multiprocessing``'s positional form ``map(fn, iterable, chunksize)``
+        works too: an int or None there cannot be an iterable.
         """
+        if len(iterables) == 2 and (iterables[1] is None
+                                    or isinstance(iterables[1], int)):
+            iterables, chunksize = iterables[:1], iterables[1]
+        if self._state != _RUN and self._state != _SHUTDOWN:
+            self._check_running()  # stopped by close()/terminate(): mp's error
         if len(iterables) == 1:
             future = self._map_future(fn, iterables[0], chunksize, False)
         else:
@@ -141,7 +150,7 @@ class Pool:
         ``cancel_futures`` cancels the calls that have not started.
         """
         if self._state == _RUN:
-            self._state = _CLOSE
+            self._state = _SHUTDOWN
         self._executor.shutdown(wait, cancel_futures=cancel_futures)
 
     def __enter__(self) -> Pool:

@@ -23,7 +23,8 @@ result is turned into a Python ``int`` later, by a thread that holds the GIL.
 
 from __future__ import annotations
 
-import ctypes
+import struct
+import sys
 from typing import Any
 
 from . import _core
@@ -31,9 +32,14 @@ from ._futures import Future
 
 __all__ = ["address", "submit", "parallel_for", "workers"]
 
-_UINTPTR_MAX = 2 ** (8 * ctypes.sizeof(ctypes.c_void_p)) - 1
-_CTYPES_DATA = (ctypes._SimpleCData, ctypes.Structure, ctypes.Union,
-                ctypes.Array)
+_UINTPTR_MAX = 2 ** (8 * struct.calcsize("P")) - 1
+
+
+def _ctypes() -> Any:
+    """ctypes if it is loaded, else None. An object can only be a ctypes
+    object if ctypes is loaded, and importing it ourselves would break
+    gilfree in sub-interpreters of Python 3.12, where _ctypes cannot load."""
+    return sys.modules.get("ctypes")
 
 
 def _cffi_address(obj: Any) -> int | None:
@@ -60,9 +66,10 @@ def address(func: Any) -> int:
                          "function, a cffi function pointer or an address)")
     if isinstance(func, bool):
         raise TypeError("expected a C function pointer, not bool")
+    ctypes = _ctypes()
     if isinstance(func, int):
         value = func
-    elif isinstance(func, ctypes._CFuncPtr):  # type: ignore[attr-defined]
+    elif ctypes and isinstance(func, ctypes._CFuncPtr):
         value = ctypes.cast(func, ctypes.c_void_p).value or 0
     else:
         cffi_value = _cffi_address(func)
@@ -84,9 +91,11 @@ def _argument(arg: Any) -> tuple[int, Any]:
         raise TypeError("arg must be None, an address, a ctypes object or a buffer")
     if isinstance(arg, int):
         return _check_address(arg, "arg"), None
-    if isinstance(arg, ctypes._Pointer):  # type: ignore[attr-defined]
+    ctypes = _ctypes()
+    if ctypes and isinstance(arg, ctypes._Pointer):
         return ctypes.cast(arg, ctypes.c_void_p).value or 0, arg
-    if isinstance(arg, _CTYPES_DATA):
+    if ctypes and isinstance(arg, (ctypes._SimpleCData, ctypes.Structure,
+                                   ctypes.Union, ctypes.Array)):
         return ctypes.addressof(arg), arg
     try:
         view = memoryview(arg)
