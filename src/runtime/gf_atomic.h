@@ -3,6 +3,7 @@
 #ifndef GF_ATOMIC_H
 #define GF_ATOMIC_H
 
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <time.h>
@@ -21,6 +22,21 @@ static inline void gf_cpu_relax(void)
 #elif defined(__aarch64__)
     __asm__ __volatile__("yield" ::: "memory");
 #endif
+}
+
+/* One step of a spin-wait that has been going for spent_ns: a burst of
+ * pause instructions at first; after GF_SPIN_YIELD_NS, sched_yield(), so
+ * that on an oversubscribed machine the thread we wait for gets the core
+ * (with nobody else runnable, sched_yield returns at once). */
+#define GF_SPIN_YIELD_NS 5000
+static inline void gf_spin_step(int64_t spent_ns)
+{
+    if (spent_ns < GF_SPIN_YIELD_NS) {
+        for (int i = 0; i < 64; i++)
+            gf_cpu_relax();
+    } else {
+        sched_yield();
+    }
 }
 
 /* Nanoseconds on CLOCK_MONOTONIC (a vDSO call, about 20 ns). */

@@ -9,9 +9,6 @@
  * belong to the parent.
  */
 #include <pthread.h>
-#include <sched.h>
-#include <unistd.h>
-
 #include "gf_error.h"
 #include "gf_pool.h"
 
@@ -32,15 +29,6 @@ static void register_atfork(void)
     pthread_atfork(NULL, NULL, forget_in_child);
 }
 
-static int cpu_count(void)
-{
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
-        return CPU_COUNT(&set);
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)n : 1;
-}
-
 int gf_native_pool(gf_pool **out)
 {
     pthread_once(&atfork_once, register_atfork);
@@ -48,7 +36,7 @@ int gf_native_pool(gf_pool **out)
     pthread_mutex_lock(&native_mu);
     if (!native) {
         gf_pool_config cfg = {
-            .max_workers = cpu_count(),
+            .max_workers = gf__cpu_count(),
             .name_prefix = "gf-native",
         };
         rc = gf_pool_create(&cfg, &native);

@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <unistd.h>
 
 #include "gf_atomic.h"
 #include "gf_deque.h"
@@ -64,10 +66,21 @@ struct gf_pool {
     _Atomic bool shutdown;     /* written under inj_mu */
 
     GF_CACHE_ALIGNED _Atomic int nspinning;
+    int max_spinning;          /* half the CPUs: spinners never crowd out
+                                  the threads that make work */
     gf_event idle;             /* parked workers sleep here */
 };
 
 static _Thread_local gf_worker *tls_worker;
+
+int gf__cpu_count(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+        return CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
 
 /* ---- small helpers ---------------------------------------------------- */
 
@@ -249,9 +262,13 @@ static gf_task *idle(gf_worker *w)
 {
     gf_pool *p = w->pool;
     gf_worker_release_hold(w);
-    atomic_fetch_add_explicit(&p->nspinning, 1, memory_order_seq_cst);
+    int spinners = atomic_fetch_add_explicit(&p->nspinning, 1,
+                                             memory_order_seq_cst);
     for (;;) {
-        int64_t deadline = gf_now_ns() + SPIN_NS;
+        /* Enough others spin already: go straight to the final check and
+         * park (still counted as a spinner until then, see wake_one). */
+        int64_t start = gf_now_ns();
+        int64_t deadline = spinners < p->max_spinning ? start + SPIN_NS : 0;
         for (;;) {
             gf_task *t = find_work(w);
             if (t) {
@@ -263,10 +280,10 @@ static gf_task *idle(gf_worker *w)
                                           memory_order_seq_cst);
                 return NULL;
             }
-            if (gf_now_ns() > deadline)
+            int64_t now = gf_now_ns();
+            if (now > deadline)
                 break;
-            for (int i = 0; i < 64; i++)
-                gf_cpu_relax();
+            gf_spin_step(now - start);
         }
 
         /* Announce the sleep before we stop spinning (see wake_one), then
@@ -283,7 +300,8 @@ static gf_task *idle(gf_worker *w)
             return NULL;
         }
         (void)gf_event_wait(&p->idle, key, -1);
-        atomic_fetch_add_explicit(&p->nspinning, 1, memory_order_seq_cst);
+        spinners = atomic_fetch_add_explicit(&p->nspinning, 1,
+                                             memory_order_seq_cst);
     }
 }
 
@@ -367,6 +385,7 @@ int gf_pool_create(const gf_pool_config *cfg, gf_pool **out)
     snprintf(p->name_prefix, sizeof p->name_prefix, "%s",
              cfg->name_prefix ? cfg->name_prefix : "gf");
     p->hooks = cfg->hooks;
+    p->max_spinning = gf__cpu_count() / 2 > 1 ? gf__cpu_count() / 2 : 1;
     size_t bytes = sizeof(gf_worker) * (size_t)cfg->max_workers;
     bytes = (bytes + GF_CACHELINE - 1) / GF_CACHELINE * GF_CACHELINE;
     p->workers = aligned_alloc(GF_CACHELINE, bytes);

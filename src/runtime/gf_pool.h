@@ -160,4 +160,7 @@ void gf_range_free(gf_range_job *job);
  * until the process exits; reset in a forked child.  0 or an error. */
 int gf_native_pool(gf_pool **out);
 
+/* Internal: CPUs this process may run on (affinity mask), at least 1. */
+int gf__cpu_count(void);
+
 #endif /* GF_POOL_H */
