@@ -12,7 +12,7 @@ from ._futures import Future
 
 _T = TypeVar("_T")
 
-__all__ = ["Pool", "BACKENDS"]
+__all__ = ["Pool", "BACKENDS", "PoolNotRunningError"]
 
 #: Every backend name, and whether this release has it.
 BACKENDS = {
@@ -26,6 +26,15 @@ BACKENDS = {
 # SHUTDOWN: stopped with shutdown(), so concurrent.futures' errors apply;
 # CLOSE/TERMINATE: stopped with multiprocessing's verbs, so its errors do.
 _RUN, _CLOSE, _TERMINATE, _SHUTDOWN = "RUN", "CLOSE", "TERMINATE", "SHUTDOWN"
+
+
+class PoolNotRunningError(ValueError, RuntimeError):
+    """``Pool.map`` after ``close()`` or ``terminate()``.
+
+    ``map`` belongs to both vocabularies, so this is both the ``ValueError``
+    that ``multiprocessing.Pool`` raises and the ``RuntimeError`` that
+    ``concurrent.futures`` raises: whichever the caller catches, catches it.
+    """
 
 
 def _check_backend(backend: str) -> None:
@@ -132,8 +141,9 @@ class Pool:
         if len(iterables) == 2 and (iterables[1] is None
                                     or isinstance(iterables[1], int)):
             iterables, chunksize = iterables[:1], iterables[1]
-        if self._state != _RUN and self._state != _SHUTDOWN:
-            self._check_running()  # stopped by close()/terminate(): mp's error
+        if self._state in (_CLOSE, _TERMINATE):
+            raise PoolNotRunningError(
+                "Pool not running: cannot schedule new futures after shutdown")
         if len(iterables) == 1:
             future = self._map_future(fn, iterables[0], chunksize, False)
         else:

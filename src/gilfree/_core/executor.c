@@ -307,11 +307,9 @@ static void run_call(gf_task *t, gf_worker *w)
     Py_CLEAR(f->callargs);
     Py_CLEAR(f->kwnames);
     if (run == 1) {
-        /* Decide now whether a caller waits (it marked `done`), so that
-         * the completion can follow the GIL hand-off (pyworker.c). */
-        f->defer_done = atomic_load_explicit(&f->done.state,
-                                             memory_order_relaxed)
-                        == GF_COMPLETION_SLEEPERS;
+        /* A caller waits on it: complete `done` after the GIL hand-off
+         * (pyworker.c). */
+        f->defer_done = f->watched;
         int rc = result ? gf_future_set_result(f, result)
                         : gf_future_set_exception(f, exc);
         if (rc < 0) {

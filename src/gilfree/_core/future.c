@@ -309,7 +309,11 @@ static int wait_final(FutureObject *f, double timeout)
     sync_native(f);
     if (is_final(f))
         return 0;
+    /* Set under the GIL, read by the worker under the GIL: it then lets
+     * the GIL go before completing `done`, so we wake to a free GIL. */
+    f->watched = 1;
     int rc = gf_wait_completion(f->st, &f->done, timeout);
+    f->watched = 0;
     sync_native(f);
     return rc;
 }

@@ -38,6 +38,7 @@ typedef struct FutureObject {
     unsigned char state;           /* enum future_state */
     unsigned char defer_done;      /* worker completes `done` itself, after
                                       letting the GIL go (pyworker.c) */
+    unsigned char watched;         /* a caller waits on it right now */
     PyObject *result;
     PyObject *exception;
     PyObject *callbacks;           /* list, or NULL when none */

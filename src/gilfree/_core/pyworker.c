@@ -51,10 +51,10 @@ static void release_gil(gf_worker *w, void *arg)
 static void take_gil(gf_worker *w, pyworker *pw)
 {
     module_state *st = pw->core->st;
-    int64_t end = gf_now_ns() + GIL_SPIN_NS;
-    while (atomic_load(&st->waiting_callers) == 0 && gf_now_ns() < end)
-        for (int i = 0; i < 64; i++)
-            gf_cpu_relax();
+    int64_t start = gf_now_ns(), now = start;
+    while (atomic_load(&st->waiting_callers) == 0
+           && (now = gf_now_ns()) - start < GIL_SPIN_NS)
+        gf_spin_step(now - start);
     PyEval_RestoreThread(pw->tstate);
     gf_worker_set_hold(w, release_gil, pw);
     pw->held_since = gf_now_ns();

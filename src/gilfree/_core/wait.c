@@ -10,15 +10,13 @@
 
 static int spin(gf_completion *c, int64_t limit_ns)
 {
-    int64_t end = gf_now_ns() + limit_ns;
-    do {
-        for (int i = 0; i < 32; i++) {
-            if (gf_completion_is_done(c))
-                return 1;
-            gf_cpu_relax();
-        }
-    } while (gf_now_ns() < end);
-    return 0;
+    int64_t start = gf_now_ns(), now = start;
+    while (!gf_completion_is_done(c)) {
+        if ((now = gf_now_ns()) - start >= limit_ns)
+            return 0;
+        gf_spin_step(now - start);
+    }
+    return 1;
 }
 
 int gf_wait_completion(module_state *st, gf_completion *c, double timeout)
@@ -39,12 +37,6 @@ int gf_wait_completion(module_state *st, gf_completion *c, double timeout)
         /* seq_cst pairs with the worker's load in pyworker.c: it tells a
          * worker about to take the GIL that the GIL is free now. */
         atomic_fetch_add(&st->waiting_callers, 1);
-        /* Say that someone waits: a worker finishing this future then
-         * lets the GIL go before it completes `done` (pyworker.c), so we
-         * wake up to a free GIL instead of queueing for it. */
-        uint32_t pending = GF_COMPLETION_PENDING;
-        atomic_compare_exchange_strong(&c->state, &pending,
-                                       GF_COMPLETION_SLEEPERS);
         if (!spun) {
             int64_t budget = left >= 0 && left < CALLER_SPIN_NS ? left
                                                                : CALLER_SPIN_NS;

@@ -1,0 +1,165 @@
+"""How a run is timed, and how work is sized to a wall-clock budget.
+
+Every timed run follows one recipe: one warm-up (threads started, code paths
+and caches hot), then ``repeat`` runs, each timed with ``time.perf_counter``
+with the garbage collector disabled (a full collection happens *before* each
+run, outside the timed region, so no run pays for the previous run's
+garbage). The value reported is the best run; the median and every run go to
+the JSON output.
+
+Best-of-k is used because the noise on a shared machine is one-sided (other
+processes only ever make a run slower), and because it is what ``timeit``
+recommends for comparing implementations.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+from typing import Any, Callable, List, Optional, Tuple
+
+from .case import NOISY_CPUS, Timed
+
+
+# Retries stop once a row has spent this long in timed runs: on a machine
+# that stays busy they cannot help, and must not make the run take 10 minutes.
+RETRY_BUDGET_S = 3.0
+_MIN_WALL_FOR_LOAD = 0.02  # shorter runs are a couple of clock ticks: no signal
+
+
+class CpuMeter:
+    """CPU time other processes used while a run was timed (Linux only).
+
+    Both numbers come from the same tick-based kernel accounting
+    (``/proc/stat`` for the machine, ``/proc/self/stat`` for this process,
+    which includes its C worker threads), so on a quiet machine their
+    difference is exactly 0; steal time (a hypervisor taking the CPU) counts
+    as foreign.
+    """
+
+    def __init__(self) -> None:
+        try:
+            self.hz = os.sysconf("SC_CLK_TCK")
+            self.sample()
+            self.ok = True
+        except (OSError, ValueError, AttributeError, IndexError):
+            self.ok = False
+
+    @staticmethod
+    def sample() -> Tuple[int, int]:
+        with open("/proc/stat", "rb") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+        # user nice system idle iowait irq softirq steal
+        machine = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
+        with open("/proc/self/stat", "rb") as f:
+            data = f.read()
+        fields = data[data.rindex(b")") + 2:].split()
+        return machine, int(fields[11]) + int(fields[12])  # utime + stime
+
+    def foreign(self, before, after, wall: float) -> Optional[float]:
+        """Average number of CPUs used by others during ``wall`` seconds."""
+        if not self.ok or before is None or after is None or wall < _MIN_WALL_FOR_LOAD:
+            return None
+        ticks = (after[0] - before[0]) - (after[1] - before[1])
+        return max(0.0, ticks / self.hz / wall)
+
+
+_METER: Optional[CpuMeter] = None
+
+
+def _meter() -> CpuMeter:
+    global _METER
+    if _METER is None:
+        _METER = CpuMeter()
+    return _METER
+
+
+def measure(body: Any, repeat: int) -> Tuple[List[float], List[Optional[float]]]:
+    """Warm up once, then time ``repeat`` runs of ``body``.
+
+    If the fastest run was disturbed by other processes (see
+    :data:`NOISY_CPUS`), up to ``repeat`` extra runs are made, stopping at the
+    first quiet one or once the row's timed runs add up to
+    :data:`RETRY_BUDGET_S`.
+
+    Args:
+        body: a zero-argument callable, or a :class:`Timed` whose ``warm``
+            (when set) replaces the full-size warm-up run.
+        repeat: number of timed runs (>= 1).
+
+    Returns:
+        ``(times, loads)``: the wall-clock seconds of each timed run, and the
+        foreign CPU load during each (None where unknown).
+    """
+    if isinstance(body, Timed):
+        run, warm = body.run, body.warm or body.run
+    else:
+        run = warm = body
+    meter = _meter()
+    warm()
+    times: List[float] = []
+    loads: List[Optional[float]] = []
+
+    def once() -> None:
+        gc.collect()
+        before = meter.sample() if meter.ok else None
+        t0 = time.perf_counter()
+        out = run()
+        t1 = time.perf_counter()
+        after = meter.sample() if meter.ok else None
+        del out  # freeing 100k results is not what is being measured
+        times.append(t1 - t0)
+        loads.append(meter.foreign(before, after, t1 - t0))
+
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(max(1, repeat)):
+            once()
+        for _ in range(max(1, repeat)):
+            best_load = loads[times.index(min(times))]
+            if best_load is None or best_load < NOISY_CPUS or sum(times) > RETRY_BUDGET_S:
+                break
+            once()
+    finally:
+        if was_enabled:
+            gc.enable()
+    return times, loads
+
+
+def time_once(fn: Callable[[], Any]) -> float:
+    """Seconds for one call of ``fn`` with gc disabled (used by calibration)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def calibrate(work: Callable[[int], Any], seconds: float, start: int = 1000,
+              minimum: int = 1) -> int:
+    """Find ``n`` such that ``work(n)`` takes about ``seconds``.
+
+    Doubles ``n`` until one call takes at least a tenth of the budget (long
+    enough that timer resolution and call overhead do not matter), then
+    scales linearly; the probe is taken as the best of two calls so that one
+    preempted call does not halve the result.
+    """
+    n = max(start, minimum)
+    floor = seconds / 10
+    while True:
+        t = min(time_once(lambda: work(n)), time_once(lambda: work(n)))
+        if t >= floor or n >= 1 << 40:
+            break
+        n *= 2 if t > floor / 4 else 8
+    return max(minimum, int(n * seconds / max(t, 1e-9)))
+
+
+def fmt_n(n: Optional[int]) -> str:
+    """``12345678`` → ``12,345,678`` (for footnotes)."""
+    return "?" if n is None else f"{n:,}"

@@ -1,0 +1,16 @@
+"""The experiments ``python -m gilfree bench`` runs, in table order.
+
+Add a workload: a module here with one :class:`~.base.Workload` subclass,
+then one line in ``WORKLOADS``.
+"""
+
+from .base import Config, Workload
+from .dispatch import Dispatch
+from .native import Native
+from .numpy_release import NumpyRelease
+from .seed000 import Seed000
+from .seed001 import Seed001
+
+WORKLOADS = {w.name: w for w in (Seed000, NumpyRelease, Seed001, Dispatch, Native)}
+
+__all__ = ["Config", "Workload", "WORKLOADS"]
