@@ -149,8 +149,8 @@ static int reap(executor_core *core, int block)
             break;
         }
     }
-    if (st->native_bridge == core)
-        st->native_bridge = NULL;
+    if (st->bridge == core)
+        st->bridge = NULL;
     gf_pool_destroy(core->pool);
     Py_CLEAR(core->name_prefix);
     Py_CLEAR(core->initializer);
@@ -482,7 +482,7 @@ static PyObject *shutdown_all(PyObject *module, PyObject *unused)
     (void)unused;
     module_state *st = state_of_module(module);
     /* Native calls first: their completions may still need the bridge. */
-    if (gf_native_quiesce(st) < 0)
+    if (gf_foreign_quiesce(st) < 0)
         return NULL;
     for (executor_core *c = st->cores; c; c = c->next)
         if (!c->shutdown)
@@ -510,7 +510,7 @@ static PyObject *after_fork_child(PyObject *module, PyObject *unused)
         return NULL;
     for (executor_core *c = st->cores; c; c = c->next)
         gf_pool_after_fork_child(c->pool, fail_drained, exc);
-    gf_native_after_fork_child(st);
+    gf_foreign_after_fork_child(st);
     Py_DECREF(exc);
     Py_RETURN_NONE;
 }

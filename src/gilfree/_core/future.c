@@ -6,6 +6,7 @@
  * same object.
  */
 #include "future.h"
+#include "foreign.h"
 
 #include <float.h>
 
@@ -27,9 +28,9 @@ static inline int is_cancelled(const FutureObject *f)
     return f->state == FUT_CANCELLED || f->state == FUT_CANCELLED_AND_NOTIFIED;
 }
 
-static inline void sync_native(FutureObject *f)
+static inline void sync_foreign(FutureObject *f)
 {
-    if (f->native)
+    if (f->foreign)
         gf_future_sync(f);
 }
 
@@ -112,15 +113,14 @@ static int future_tp_clear(PyObject *self)
     return 0;
 }
 
-void gf_native_forget(FutureObject *f);  /* native.c */
 
 static void future_tp_dealloc(PyObject *self)
 {
     FutureObject *f = (FutureObject *)self;
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
-    if (f->native)
-        gf_native_forget(f);
+    if (f->foreign)
+        gf_foreign_forget(f);
     (void)future_tp_clear(self);
     tp->tp_free(self);
     Py_DECREF(tp);
@@ -306,7 +306,7 @@ static int parse_timeout(PyObject *arg, double *timeout)
 /* Wait until final.  0, 1 on timeout (nothing set), -1 on error. */
 static int wait_final(FutureObject *f, double timeout)
 {
-    sync_native(f);
+    sync_foreign(f);
     if (is_final(f))
         return 0;
     /* Set under the GIL, read by the worker under the GIL: it then lets
@@ -314,7 +314,7 @@ static int wait_final(FutureObject *f, double timeout)
     f->watched = 1;
     int rc = gf_wait_completion(f->st, &f->done, timeout);
     f->watched = 0;
-    sync_native(f);
+    sync_foreign(f);
     return rc;
 }
 
@@ -418,7 +418,7 @@ static PyObject *future_done(PyObject *self, PyObject *unused)
 {
     (void)unused;
     FutureObject *f = (FutureObject *)self;
-    sync_native(f);
+    sync_foreign(f);
     return PyBool_FromLong(is_final(f));
 }
 
@@ -426,7 +426,7 @@ static PyObject *future_cancelled(PyObject *self, PyObject *unused)
 {
     (void)unused;
     FutureObject *f = (FutureObject *)self;
-    sync_native(f);
+    sync_foreign(f);
     return PyBool_FromLong(is_cancelled(f));
 }
 
@@ -434,7 +434,7 @@ static PyObject *future_running(PyObject *self, PyObject *unused)
 {
     (void)unused;
     FutureObject *f = (FutureObject *)self;
-    sync_native(f);
+    sync_foreign(f);
     return PyBool_FromLong(f->state == FUT_RUNNING);
 }
 
@@ -442,29 +442,28 @@ static PyObject *future_successful(PyObject *self, PyObject *unused)
 {
     (void)unused;
     FutureObject *f = (FutureObject *)self;
-    sync_native(f);
+    sync_foreign(f);
     if (!is_final(f))
         return PyErr_Format(PyExc_ValueError, "%R not ready", self);
     return PyBool_FromLong(f->state == FUT_FINISHED && !f->exception);
 }
 
-int gf_native_try_cancel(FutureObject *f);  /* native.c */
 
 static PyObject *future_cancel(PyObject *self, PyObject *unused)
 {
     (void)unused;
     FutureObject *f = (FutureObject *)self;
-    sync_native(f);
+    sync_foreign(f);
     if (f->state == FUT_RUNNING || f->state == FUT_FINISHED)
         Py_RETURN_FALSE;
     if (is_cancelled(f))
         Py_RETURN_TRUE;
-    /* A native call may have been claimed by a worker without the GIL. */
-    if (f->native && !gf_native_try_cancel(f))
+    /* A foreign call may have been claimed by a worker without our GIL. */
+    if (f->foreign && !gf_foreign_try_cancel(f))
         Py_RETURN_FALSE;
     if (finish(f, FUT_CANCELLED, NULL) < 0)
         return NULL;
-    if (f->native) {
+    if (f->foreign) {
         /* No worker will run it, so nobody else completes or notifies. */
         gf_completion_complete(&f->done, false);
         if (gf_future_set_running(f) < 0)
@@ -473,15 +472,14 @@ static PyObject *future_cancel(PyObject *self, PyObject *unused)
     Py_RETURN_TRUE;
 }
 
-int gf_native_want_notify(FutureObject *f);  /* native.c */
 
 static PyObject *future_add_done_callback(PyObject *self, PyObject *fn)
 {
     FutureObject *f = (FutureObject *)self;
-    sync_native(f);
-    if (!is_final(f) && f->native && gf_native_want_notify(f) < 0)
+    sync_foreign(f);
+    if (!is_final(f) && f->foreign && gf_foreign_want_notify(f) < 0)
         return NULL;
-    sync_native(f);
+    sync_foreign(f);
     if (is_final(f)) {
         PyObject *r = PyObject_CallOneArg(fn, self);
         if (r)
@@ -530,7 +528,7 @@ static PyObject *future_get_state(PyObject *self, void *closure)
 {
     (void)closure;
     FutureObject *f = (FutureObject *)self;
-    sync_native(f);
+    sync_foreign(f);
     return PyUnicode_FromString(state_names[f->state]);
 }
 
@@ -540,9 +538,9 @@ static PyObject *future_get_condition(PyObject *self, void *closure)
     FutureObject *f = (FutureObject *)self;
     if (!f->condition && !(f->condition = PyObject_CallNoArgs(f->st->rlock_type)))
         return NULL;
-    /* From now on completion must take this lock, and a native completion
-     * must come back through a thread holding the GIL (native.c). */
-    if (f->native && gf_native_want_notify(f) < 0)
+    /* From now on completion must take this lock, and a foreign completion
+     * must come back through a thread holding the GIL (foreign.h). */
+    if (f->foreign && gf_foreign_want_notify(f) < 0)
         return NULL;
     return Py_NewRef(f->condition);
 }
@@ -559,7 +557,7 @@ static PyObject *future_get_waiters(PyObject *self, void *closure)
 static PyObject *future_repr(PyObject *self)
 {
     FutureObject *f = (FutureObject *)self;
-    sync_native(f);
+    sync_foreign(f);
     const char *name = Py_TYPE(self)->tp_name;
     const char *state = f->state == FUT_CANCELLED_AND_NOTIFIED
                             ? "cancelled"

@@ -11,8 +11,8 @@
  * future's interpreter held, except `done`, the completion word, which a
  * caller may wait on with the GIL released.  `done` is completed right
  * after the state becomes final (FINISHED or CANCELLED), under the GIL.
- * Native futures (native.c) are the one exception: their worker completes
- * `done` without the GIL, and the Python state catches up in
+ * Foreign futures (foreign.h) are the one exception: their worker
+ * completes `done` without this GIL, and the Python state catches up in
  * gf_future_sync() the next time someone with the GIL looks.
  */
 #ifndef GF_CORE_FUTURE_H
@@ -30,7 +30,7 @@ enum future_state {
 };
 
 struct executor_core;
-struct native_call;
+struct foreign_call;
 
 typedef struct FutureObject {
     PyObject_HEAD
@@ -54,7 +54,7 @@ typedef struct FutureObject {
     Py_ssize_t nposargs;
     struct executor_core *core;    /* borrowed: a core outlives its tasks */
 
-    struct native_call *native;    /* native.c; NULL for Python calls */
+    struct foreign_call *foreign;  /* foreign.h; NULL for Python calls */
     module_state *st;              /* the state of the module that made it */
 } FutureObject;
 
@@ -79,7 +79,7 @@ int gf_future_set_running(FutureObject *f);
  * set_running_or_notify_cancel(), as shutdown(cancel_futures=True) does. */
 void gf_future_cancel_and_notify(FutureObject *f);
 
-/* Bring the Python state up to date with a native completion (native.c). */
+/* Bring the Python state up to date with a foreign completion. */
 void gf_future_sync(FutureObject *f);
 
 #endif /* GF_CORE_FUTURE_H */

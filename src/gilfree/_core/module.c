@@ -145,13 +145,13 @@ static int module_clear(PyObject *module)
 static void module_free(void *module)
 {
     module_state *st = state_of_module(module);
-    /* Native workers may still push to our graveyard: wait for them.  They
-     * never need the GIL, so waiting while holding it cannot deadlock. */
+    /* Foreign workers may still push to our graveyard: wait for them.  They
+     * never need our GIL, so waiting while holding it cannot deadlock. */
     uint32_t n;
-    while ((n = atomic_load_explicit(&st->native_outstanding,
+    while ((n = atomic_load_explicit(&st->foreign_outstanding,
                                      memory_order_acquire)) != 0)
-        (void)gf_futex_wait(&st->native_outstanding, n, -1, false);
-    gf_native_drain_graveyard(st);
+        (void)gf_futex_wait(&st->foreign_outstanding, n, -1, false);
+    gf_foreign_drain_graveyard(st);
     /* Cores still here were never shut down (the atexit hook did not run):
      * stop them without joining - a worker that needs the GIL now would be
      * ended by CPython's finalisation - and leave their memory to the OS. */

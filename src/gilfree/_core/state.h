@@ -41,16 +41,16 @@ typedef struct module_state {
      * pyworker.c. */
     _Atomic int waiting_callers;
 
-    /* Native tasks whose Python reference must be dropped by a thread
-     * holding this interpreter's GIL (native.c).  A Treiber stack pushed
-     * by native workers and emptied in one exchange by the GIL holder, so
-     * it has no ABA problem. */
-    _Atomic(struct native_call *) graveyard;
-    /* Native calls submitted from here and not yet finished: the module
+    /* Foreign calls (foreign.h) whose future's reference must be dropped
+     * by a thread holding this interpreter's GIL.  A Treiber stack pushed
+     * by workers and emptied in one exchange by the GIL holder, so it has
+     * no ABA problem. */
+    _Atomic(struct foreign_call *) graveyard;
+    /* Foreign calls submitted from here and not yet finished: the module
      * cannot go away while a worker may still push to the graveyard. */
-    _Atomic uint32_t native_outstanding;
-    /* The one-worker core that finishes native futures someone waits on. */
-    struct executor_core *native_bridge;
+    _Atomic uint32_t foreign_outstanding;
+    /* The one-worker core that finishes foreign futures someone waits on. */
+    struct executor_core *bridge;
     unsigned fork_generation;        /* bumped in a forked child */
 
     struct executor_core *cores;     /* every live executor core */
@@ -92,8 +92,8 @@ int gf_executor_register(PyObject *module, module_state *st);
 int gf_mapiter_register(PyObject *module, module_state *st);
 int gf_native_register(PyObject *module, module_state *st);
 int gf_demo_register(PyObject *module);
-void gf_native_drain_graveyard(module_state *st);
-int gf_native_quiesce(module_state *st);
-void gf_native_after_fork_child(module_state *st);
+void gf_foreign_drain_graveyard(module_state *st);
+int gf_foreign_quiesce(module_state *st);
+void gf_foreign_after_fork_child(module_state *st);
 
 #endif /* GF_CORE_STATE_H */
