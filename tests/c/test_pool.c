@@ -219,6 +219,19 @@ static void run_gate(gf_task *t, gf_worker *w)
     ASSERT_OK(gf_completion_wait(&g->release, SECONDS(60), false));
 }
 
+/* Occupy p's only worker with g, and queue n counted tasks behind it. */
+static void block_worker_then_queue(gf_pool *p, gate *g, batch *b, size_t n)
+{
+    *g = (gate){.task.run = run_gate};
+    gf_completion_init(&g->entered);
+    gf_completion_init(&g->release);
+    ASSERT_OK(gf_pool_submit(p, &g->task));
+    ASSERT_OK(gf_completion_wait(&g->entered, SECONDS(30), false));
+    batch_init(b, n);
+    for (size_t i = 0; i < b->n; i++)
+        ASSERT_OK(gf_pool_submit(p, &b->tasks[i].task));
+}
+
 static void count_drained(gf_task *t, void *arg)
 {
     counted *c = GF_CONTAINER_OF(t, counted, task);
@@ -231,15 +244,9 @@ static void count_drained(gf_task *t, void *arg)
 TEST(pool_drain_takes_unstarted_tasks)
 {
     gf_pool *p = new_pool(1);
-    gate g = {.task.run = run_gate};
-    gf_completion_init(&g.entered);
-    gf_completion_init(&g.release);
-    ASSERT_OK(gf_pool_submit(p, &g.task));
-    ASSERT_OK(gf_completion_wait(&g.entered, SECONDS(30), false));
+    gate g;
     batch b;
-    batch_init(&b, 100);
-    for (size_t i = 0; i < b.n; i++)
-        ASSERT_OK(gf_pool_submit(p, &b.tasks[i].task));
+    block_worker_then_queue(p, &g, &b, 100);
     _Atomic size_t drained = 0;
     ASSERT_EQ(gf_pool_drain(p, count_drained, (void *)&drained), 100);
     gf_completion_complete(&g.release, false);
@@ -360,15 +367,9 @@ TEST(pool_failed_start_exits_cleanly)
 TEST(pool_after_fork_child_resets)
 {
     gf_pool *p = new_pool(1);
-    gate g = {.task.run = run_gate};
-    gf_completion_init(&g.entered);
-    gf_completion_init(&g.release);
-    ASSERT_OK(gf_pool_submit(p, &g.task));
-    ASSERT_OK(gf_completion_wait(&g.entered, SECONDS(30), false));
+    gate g;
     batch queued;
-    batch_init(&queued, 5);
-    for (size_t i = 0; i < queued.n; i++)
-        ASSERT_OK(gf_pool_submit(p, &queued.tasks[i].task));
+    block_worker_then_queue(p, &g, &queued, 5);
     pid_t pid = fork();
     ASSERT(pid >= 0);
     if (pid == 0) {

@@ -9,6 +9,7 @@
 #include "foreign.h"
 
 #include <float.h>
+#include <sched.h>
 
 static const char *const state_names[] = {
     [FUT_PENDING] = "PENDING",
@@ -119,6 +120,11 @@ static void future_tp_dealloc(PyObject *self)
     FutureObject *f = (FutureObject *)self;
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
+    /* A worker that finished this future let the GIL go before completing
+     * `done` (pyworker.c): if it has not yet, it is a few instructions from
+     * it and needs no GIL, so wait rather than free the word under it. */
+    while (f->defer_done && !f->foreign && !gf_completion_is_done(&f->done))
+        sched_yield();
     if (f->foreign)
         gf_foreign_forget(f);
     (void)future_tp_clear(self);
@@ -318,10 +324,21 @@ static int wait_final(FutureObject *f, double timeout)
     return rc;
 }
 
-static PyObject *raise_timeout(PyObject *type)
+/* Wait until final, up to the timeout given as a Python argument.  0 when
+ * final; on timeout, 1 if timeout_type is NULL, else -1 with timeout_type
+ * raised; -1 on any other error. */
+static int wait_with_timeout(FutureObject *f, PyObject *timeout_arg,
+                             PyObject *timeout_type)
 {
-    PyErr_SetNone(type);
-    return NULL;
+    double timeout;
+    if (parse_timeout(timeout_arg, &timeout) < 0)
+        return -1;
+    int rc = wait_final(f, timeout);
+    if (rc > 0 && timeout_type) {
+        PyErr_SetNone(timeout_type);
+        return -1;
+    }
+    return rc;
 }
 
 static PyObject *get_outcome(FutureObject *f)
@@ -339,28 +356,16 @@ static PyObject *get_outcome(FutureObject *f)
     return Py_NewRef(f->result);
 }
 
-static PyObject *future_result_impl(FutureObject *f, PyObject *timeout_arg,
-                                    PyObject *timeout_type)
-{
-    double timeout;
-    if (parse_timeout(timeout_arg, &timeout) < 0)
-        return NULL;
-    int rc = wait_final(f, timeout);
-    if (rc < 0)
-        return NULL;
-    if (rc > 0)
-        return raise_timeout(timeout_type);
-    return get_outcome(f);
-}
-
 static PyObject *future_result(PyObject *self, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"timeout", NULL};
     PyObject *timeout = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:result", kwlist, &timeout))
         return NULL;
-    return future_result_impl((FutureObject *)self, timeout,
-                              PyExc_TimeoutError);
+    FutureObject *f = (FutureObject *)self;
+    if (wait_with_timeout(f, timeout, PyExc_TimeoutError) < 0)
+        return NULL;
+    return get_outcome(f);
 }
 
 static PyObject *future_get(PyObject *self, PyObject *args, PyObject *kw)
@@ -370,26 +375,22 @@ static PyObject *future_get(PyObject *self, PyObject *args, PyObject *kw)
     if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:get", kwlist, &timeout))
         return NULL;
     FutureObject *f = (FutureObject *)self;
-    return future_result_impl(f, timeout, f->st->mp_timeout_error);
+    if (wait_with_timeout(f, timeout, f->st->mp_timeout_error) < 0)
+        return NULL;
+    return get_outcome(f);
 }
 
 static PyObject *future_exception(PyObject *self, PyObject *args,
                                   PyObject *kw)
 {
     static char *kwlist[] = {"timeout", NULL};
-    PyObject *timeout_arg = NULL;
+    PyObject *timeout = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:exception", kwlist,
-                                     &timeout_arg))
+                                     &timeout))
         return NULL;
     FutureObject *f = (FutureObject *)self;
-    double timeout;
-    if (parse_timeout(timeout_arg, &timeout) < 0)
+    if (wait_with_timeout(f, timeout, PyExc_TimeoutError) < 0)
         return NULL;
-    int rc = wait_final(f, timeout);
-    if (rc < 0)
-        return NULL;
-    if (rc > 0)
-        return raise_timeout(PyExc_TimeoutError);
     if (is_cancelled(f)) {
         PyErr_SetNone(f->st->cancelled_error);
         return NULL;
@@ -400,14 +401,10 @@ static PyObject *future_exception(PyObject *self, PyObject *args,
 static PyObject *future_wait(PyObject *self, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"timeout", NULL};
-    PyObject *timeout_arg = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:wait", kwlist,
-                                     &timeout_arg))
+    PyObject *timeout = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:wait", kwlist, &timeout))
         return NULL;
-    double timeout;
-    if (parse_timeout(timeout_arg, &timeout) < 0)
-        return NULL;
-    if (wait_final((FutureObject *)self, timeout) < 0)
+    if (wait_with_timeout((FutureObject *)self, timeout, NULL) < 0)
         return NULL;
     Py_RETURN_NONE;
 }

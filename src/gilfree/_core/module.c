@@ -103,6 +103,9 @@ static int module_exec(PyObject *module)
         || !(st->rlock_type = import_attr("_thread", "RLock"))
         || !(st->mp_timeout_error = make_timeout_error()))
         return -1;
+    /* After broken_thread_pool: BrokenInterpreterPool subclasses it. */
+    if (gf_interp_register(module, st) < 0)
+        return -1;
     if (PyModule_AddObjectRef(module, "TimeoutError", st->mp_timeout_error) < 0)
         return -1;
     return PyModule_AddStringConstant(module, "GIL_FREE_ABI", "1");
@@ -122,6 +125,9 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->cf_logger);
     Py_VISIT(st->rlock_type);
     Py_VISIT(st->worker_hooks);
+    Py_VISIT(st->interp_executor_type);
+    Py_VISIT(st->broken_interp_pool);
+    Py_VISIT(st->interp_codec);
     return 0;
 }
 
@@ -139,6 +145,9 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->cf_logger);
     Py_CLEAR(st->rlock_type);
     Py_CLEAR(st->worker_hooks);
+    Py_CLEAR(st->interp_executor_type);
+    Py_CLEAR(st->broken_interp_pool);
+    Py_CLEAR(st->interp_codec);
     return 0;
 }
 
@@ -158,6 +167,7 @@ static void module_free(void *module)
     for (executor_core *c = st->cores; c; c = c->next)
         gf_pool_shutdown(c->pool);
     st->cores = NULL;
+    gf_interp_module_free(st);
     (void)module_clear(module);
 }
 

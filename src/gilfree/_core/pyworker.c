@@ -38,7 +38,6 @@ typedef struct pyworker {
     executor_core *core;
     int64_t held_since;
     unsigned tasks_since_check;
-    PyObject *deferred;   /* a future whose last reference we still owe */
 } pyworker;
 
 static void release_gil(gf_worker *w, void *arg)
@@ -59,7 +58,6 @@ static void take_gil(gf_worker *w, pyworker *pw)
     gf_worker_set_hold(w, release_gil, pw);
     pw->held_since = gf_now_ns();
     pw->tasks_since_check = 0;
-    Py_CLEAR(pw->deferred);
 }
 
 void gf_pyworker_enter(gf_worker *w)
@@ -79,11 +77,11 @@ void gf_pyworker_finish(gf_worker *w, PyObject *future)
         gf_pyworker_maybe_yield(w);
         return;
     }
-    /* Somebody waits on it and holds a reference, but may stop waiting
-     * (timeout) at any moment: keep our reference until we hold the GIL
-     * again, so `done` stays valid memory until we complete it. */
-    pyworker *pw = gf_worker_data(w);
-    Py_XSETREF(pw->deferred, future);
+    /* A caller waits on it, so it holds a reference and ours is not the
+     * last: drop it now, let the GIL go, then complete.  Should the caller
+     * give up in between (a timeout) and drop the future, its dealloc waits
+     * for this completion (future.c). */
+    Py_DECREF(future);
     gf_worker_release_hold(w);
     gf_completion_complete(&f->done, false);
 }
@@ -120,7 +118,6 @@ static void call_worker_hook(module_state *st, int index, PyObject *arg)
 static void drop_thread_state(pyworker *pw)
 {
     call_worker_hook(pw->core->st, 1, NULL);
-    Py_CLEAR(pw->deferred);
     PyThreadState_Clear(pw->tstate);
     PyThreadState_DeleteCurrent();  /* releases the GIL */
     free(pw);

@@ -54,6 +54,12 @@ typedef struct module_state {
     unsigned fork_generation;        /* bumped in a forked child */
 
     struct executor_core *cores;     /* every live executor core */
+
+    /* The interpreters backend (interp.c). */
+    PyTypeObject *interp_executor_type;  /* _core.InterpExecutor */
+    PyObject *broken_interp_pool;    /* gilfree.BrokenInterpreterPool */
+    PyObject *interp_codec;          /* (dumps, fallback, loads, rebuild) */
+    struct interp_core *interp_cores;  /* every live interpreter pool */
     int executor_counter;            /* default thread name prefixes */
 } module_state;
 
@@ -92,6 +98,8 @@ int gf_executor_register(PyObject *module, module_state *st);
 int gf_mapiter_register(PyObject *module, module_state *st);
 int gf_native_register(PyObject *module, module_state *st);
 int gf_demo_register(PyObject *module);
+int gf_interp_register(PyObject *module, module_state *st);
+void gf_interp_module_free(module_state *st);
 void gf_foreign_drain_graveyard(module_state *st);
 int gf_foreign_quiesce(module_state *st);
 void gf_foreign_after_fork_child(module_state *st);
