@@ -13,9 +13,9 @@
 
 #include "structmember.h"
 
-typedef struct {
+typedef struct ExecutorObject {
     PyObject_HEAD
-    executor_core *core;     /* NULL after a waited-for shutdown */
+    executor_core *core;     /* NULL once the core is reaped */
     int max_workers;
     PyObject *weakreflist;
 } ExecutorObject;
@@ -151,6 +151,8 @@ static int reap(executor_core *core, int block)
     }
     if (st->bridge == core)
         st->bridge = NULL;
+    if (core->owner)
+        core->owner->core = NULL;
     gf_pool_destroy(core->pool);
     Py_CLEAR(core->name_prefix);
     Py_CLEAR(core->initializer);
@@ -216,6 +218,7 @@ static PyObject *executor_tp_new(PyTypeObject *type, PyObject *args,
         Py_DECREF(self);
         return NULL;
     }
+    self->core->owner = self;
     self->max_workers = max_workers;
     return (PyObject *)self;
 }
@@ -243,6 +246,7 @@ static void executor_tp_dealloc(PyObject *self)
         if (!ex->core->shutdown)
             begin_shutdown(ex->core, 0);
         module_state *st = ex->core->st;
+        ex->core->owner = NULL;
         ex->core = NULL;
         reap_finished(st);
     }
@@ -389,10 +393,8 @@ static PyObject *executor_shutdown(PyObject *self, PyObject *args,
     begin_shutdown(core, cancel_futures);
     if (!wait)
         Py_RETURN_NONE;
-    int rc = reap(core, 1);
-    if (rc < 0)
+    if (reap(core, 1) < 0)
         return NULL;
-    ex->core = NULL;
     Py_RETURN_NONE;
 }
 

@@ -21,6 +21,10 @@ typedef struct executor_core {
     PyObject *name_prefix;   /* str: threading names "<prefix>_<i>" */
     PyObject *broken;        /* NULL, or the BrokenThreadPool message */
     int shutdown;            /* no new work accepted */
+    /* The Executor object whose core this is, or NULL once that object is
+     * gone; reaping a core detaches it from its owner (borrowed pointer,
+     * cleared from both sides under the GIL). */
+    struct ExecutorObject *owner;
     struct executor_core *next;  /* st->cores */
 } executor_core;
 

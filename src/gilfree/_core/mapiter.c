@@ -32,6 +32,8 @@ typedef struct map_job {
     executor_core *core;
     PyObject *fn;
     PyObject *source;            /* iterator of inputs; NULL once exhausted */
+    PyObject *seq;               /* a tuple the inputs are borrowed from, when
+                                    the items came as a list or tuple */
     PyObject *future;            /* map_async: completed with the list */
     int star;                    /* call fn(*item) */
     int ordered;
@@ -72,10 +74,13 @@ static void job_decref(map_job *job)
     if (--job->refcnt > 0)
         return;
     for (Py_ssize_t i = 0; i < job->nitems; i++) {
-        Py_XDECREF(job->inputs[i]);
+        if (!job->seq)
+            Py_XDECREF(job->inputs[i]);
         Py_XDECREF(job->results[i]);
     }
-    PyMem_Free(job->inputs);
+    if (!job->seq)
+        PyMem_Free(job->inputs);
+    Py_XDECREF(job->seq);
     PyMem_Free(job->results);
     PyMem_Free(job->failed);
     PyMem_Free(job->order);
@@ -93,7 +98,9 @@ static int grow(map_job *job, Py_ssize_t need)
     Py_ssize_t cap = job->cap ? job->cap : 64;
     while (cap < need)
         cap *= 2;
-    PyObject **in = PyMem_Realloc(job->inputs, sizeof(PyObject *) * cap);
+    PyObject **in = job->seq ? job->inputs
+                             : PyMem_Realloc(job->inputs,
+                                             sizeof(PyObject *) * cap);
     if (in)
         job->inputs = in;
     PyObject **out = PyMem_Realloc(job->results, sizeof(PyObject *) * cap);
@@ -110,7 +117,9 @@ static int grow(map_job *job, Py_ssize_t need)
         return -1;
     }
     for (Py_ssize_t i = job->cap; i < cap; i++) {
-        job->inputs[i] = job->results[i] = NULL;
+        if (!job->seq)
+            job->inputs[i] = NULL;
+        job->results[i] = NULL;
         job->failed[i] = 0;
     }
     job->cap = cap;
@@ -192,8 +201,11 @@ static Py_ssize_t next_grain(map_job *job)
 
 static void run_item(map_job *job, Py_ssize_t i)
 {
+    /* A borrowed input lives in job->seq until the job ends; an owned one
+     * is dropped as soon as it has been used. */
     PyObject *item = job->inputs[i];
-    job->inputs[i] = NULL;
+    if (!job->seq)
+        job->inputs[i] = NULL;
     PyObject *r;
     if (job->star) {
         PyObject *args = PySequence_Tuple(item);
@@ -202,7 +214,8 @@ static void run_item(map_job *job, Py_ssize_t i)
     } else {
         r = PyObject_CallOneArg(job->fn, item);
     }
-    Py_DECREF(item);
+    if (!job->seq)
+        Py_DECREF(item);
     if (!r) {
         r = gf_fetch_exception();
         job->failed[i] = 1;
@@ -210,7 +223,9 @@ static void run_item(map_job *job, Py_ssize_t i)
             job->cancelled = 1;  /* nobody will want the rest */
     }
     job->results[i] = r;
-    job->order[job->ndone++] = i;
+    if (!job->ordered)
+        job->order[job->ndone] = i;
+    job->ndone++;
 }
 
 static void run_runner(gf_task *t, gf_worker *w)
@@ -488,18 +503,37 @@ PyObject *gf_mapiter_new(PyObject *executor, PyObject *const *args,
     if (opts[6] && opts[6] != Py_None && !gf_future_check(st, opts[6]))
         return PyErr_Format(PyExc_TypeError, "future must be a gilfree.Future");
 
-    PyObject *source = PyObject_GetIter(args[1]);
-    if (!source)
+    /* A list or tuple taken whole is borrowed from, not iterated: a tuple
+     * as it is (immutable), a list as a tuple snapshot, so that changing
+     * the list after the call changes nothing, as with the stdlib. */
+    PyObject *items = args[1], *seq = NULL, *source = NULL;
+    if (window == 0 && PyTuple_CheckExact(items))
+        seq = Py_NewRef(items);
+    else if (window == 0 && PyList_CheckExact(items))
+        seq = PyList_AsTuple(items);
+    else
+        source = PyObject_GetIter(items);
+    if (!seq && !source)
         return NULL;
     map_job *job = PyMem_Calloc(1, sizeof *job);
     if (!job) {
-        Py_DECREF(source);
+        Py_XDECREF(seq);
+        Py_XDECREF(source);
         return PyErr_NoMemory();
     }
     job->refcnt = 1;
     job->core = core;
     job->fn = Py_NewRef(fn);
     job->source = source;
+    job->seq = seq;
+    if (seq) {
+        job->inputs = &PyTuple_GET_ITEM(seq, 0);
+        if (grow(job, PyTuple_GET_SIZE(seq)) < 0) {
+            job_decref(job);
+            return NULL;
+        }
+        job->nitems = PyTuple_GET_SIZE(seq);
+    }
     job->future = opts[6] && opts[6] != Py_None ? Py_NewRef(opts[6]) : NULL;
     job->star = opts[2] ? PyObject_IsTrue(opts[2]) : 0;
     job->ordered = opts[1] ? PyObject_IsTrue(opts[1]) : 1;
