@@ -16,13 +16,15 @@ from . import _core, _lifecycle
 from ._core import TimeoutError
 from ._executor import ThreadPoolExecutor
 from ._futures import Future
+from ._interpreters import BrokenInterpreterPool, InterpreterPoolExecutor
 from ._pool import BACKENDS, Pool
 from . import demo, native
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BACKENDS", "BrokenThreadPool", "Future", "Pool", "ThreadPoolExecutor",
+    "BACKENDS", "BrokenInterpreterPool", "BrokenThreadPool", "Future",
+    "InterpreterPoolExecutor", "Pool", "ThreadPoolExecutor",
     "TimeoutError", "demo", "get_include", "native",
 ]
 

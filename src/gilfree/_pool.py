@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from . import _core
+from . import _interpreters
 from ._executor import ThreadPoolExecutor
 from ._futures import Future
 
@@ -17,10 +20,10 @@ __all__ = ["Pool", "BACKENDS", "PoolNotRunningError"]
 #: Every backend name, and whether this release has it.
 BACKENDS = {
     "threads": True,
-    "interpreters": False,
+    "interpreters": sys.version_info >= (3, 12),
     "processes": False,
     "ray": False,
-    "auto": False,
+    "auto": True,
 }
 
 # SHUTDOWN: stopped with shutdown(), so concurrent.futures' errors apply;
@@ -41,12 +44,28 @@ def _check_backend(backend: str) -> None:
     if backend not in BACKENDS:
         names = ", ".join(repr(b) for b in BACKENDS)
         raise ValueError(f"unknown backend {backend!r}; choose one of {names}")
+    if backend == "interpreters" and not BACKENDS[backend]:
+        raise NotImplementedError(_interpreters.unavailable_reason())
     if not BACKENDS[backend]:
         raise NotImplementedError(
             f"backend={backend!r} is not available in this version of gilfree "
             f"yet; use backend='threads' (parallel for code that releases the "
             f"GIL) in the meantime"
         )
+
+
+def _resolve_auto() -> str:
+    """``backend="auto"``: interpreters where they are safe on this Python,
+    else processes (not in this release), else threads with a warning."""
+    if _interpreters.available() and _interpreters.safe_by_default():
+        return "interpreters"
+    why = _interpreters.unavailable_reason() or (
+        f"Python {sys.version.split()[0]} has sub-interpreter crash bugs "
+        f"(see gilfree's docs; backend='interpreters' still opts in)")
+    warnings.warn(
+        f"gilfree.Pool(backend='auto') runs on threads here: {why}; threads give no "
+        f"speed-up to pure-Python code", RuntimeWarning, stacklevel=3)
+    return "threads"
 
 
 def _lazy_window(iterable: Iterable[Any], chunksize: int, workers: int) -> int:
@@ -63,8 +82,12 @@ class Pool:
 
     Args:
         workers: How many workers; default ``os.cpu_count()``.
-        backend: Where calls run: ``"threads"`` (this release), and later
-            ``"interpreters"``, ``"processes"``, ``"ray"``, ``"auto"``.
+        backend: Where calls run: ``"threads"``; ``"interpreters"`` (Python
+            3.12+: one sub-interpreter with its own GIL per worker, so pure
+            Python runs in parallel; calls and results must pickle);
+            ``"auto"`` (interpreters where this Python's sub-interpreters
+            are safe, else threads with a warning); later ``"processes"``,
+            ``"ray"``.
         initializer: Called with ``*initargs`` in each worker first.
         initargs: Arguments for ``initializer``.
         maxtasksperchild: Accepted for ``multiprocessing`` compatibility
@@ -95,10 +118,14 @@ class Pool:
             not isinstance(maxtasksperchild, int) or maxtasksperchild <= 0
         ):
             raise ValueError("maxtasksperchild must be a positive int or None")
+        if backend == "auto":
+            backend = _resolve_auto()
         self._backend = backend
         self._workers = workers
         self._state = _RUN
-        self._executor = ThreadPoolExecutor(
+        executor = (_interpreters.InterpreterPoolExecutor if backend == "interpreters"
+                    else ThreadPoolExecutor)
+        self._executor = executor(
             workers,
             thread_name_prefix or f"gilfree-Pool-{_core._next_executor_number()}",
             initializer,

@@ -2,6 +2,8 @@
  * interpreter's GIL.  The protocol is described in foreign.h. */
 #include "foreign.h"
 
+#include <sched.h>
+
 #include "executor.h"
 #include "gf_park.h"
 
@@ -10,6 +12,7 @@ enum {
     FC_DONE = 2u,       /* payload stored */
     FC_NOTIFY = 4u,     /* Python side wants the finish on the bridge */
     FC_CANCELLED = 8u,  /* cancelled before a worker took it */
+    FC_SYNCING = 16u,   /* a thread is turning the payload into the outcome */
 };
 
 /* ---- worker side (no Python) -------------------------------------------- */
@@ -147,6 +150,24 @@ void gf_future_sync(FutureObject *f)
         return;
     uint32_t flags = atomic_load_explicit(&fc->flags, memory_order_acquire);
     if (flags & FC_DONE) {
+        /* Making the outcome and setting it may let the GIL go (Python code
+         * in ops->outcome, the condition's lock in finish()), and another
+         * thread (the bridge, a waiter) may sync the same future meanwhile:
+         * only one may set it, or waiters are notified twice.  The other
+         * waits, GIL released, until the first has made it final. */
+        uint32_t old = atomic_fetch_or_explicit(&fc->flags, FC_SYNCING,
+                                                memory_order_relaxed);
+        if (old & FC_SYNCING) {
+            if (fc->sync_owner == PyThread_get_thread_ident())
+                return;  /* re-entered from the outcome's own Python code */
+            while (f->state < FUT_CANCELLED) {
+                Py_BEGIN_ALLOW_THREADS
+                sched_yield();
+                Py_END_ALLOW_THREADS
+            }
+            return;
+        }
+        fc->sync_owner = PyThread_get_thread_ident();
         PyObject *r = fc->ops->outcome(fc);
         int rc;
         if (r) {

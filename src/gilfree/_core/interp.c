@@ -50,6 +50,10 @@ typedef struct interp_call {
     foreign_call base;          /* first: foreign.c allocates us */
     const char *data;           /* the pickled task: the keepalive's bytes */
     Py_ssize_t len;
+    const char *fn_data;        /* KIND_CALL: the pickled fn, also kept */
+    Py_ssize_t fn_len;          /* alive by the keepalive */
+    unsigned char fn_cached;    /* fn pickles by reference: the worker may
+                                   reuse what it unpickled last time */
     unsigned char kind;         /* enum call_kind */
     unsigned char status;       /* enum call_status, written by the worker */
     char *out;                  /* malloc'd, see status */
@@ -71,15 +75,24 @@ typedef struct interp_core {
     _Atomic(char *) broken;     /* NULL or the BrokenInterpreterPool message */
     int shutdown;
     struct interp_core *next;   /* st->interp_cores */
+    /* The executor object that points here (borrowed), cleared by either
+     * side when it lets go: a core reaped at exit must not leave the
+     * object a dangling pointer. */
+    struct InterpExecutorObject *owner;
     /* tasks taken out of the queue before a fork, given back after it */
     gf_task *parked_head, **parked_tail;
 } interp_core;
 
-typedef struct {
+typedef struct InterpExecutorObject {
     PyObject_HEAD
     interp_core *core;          /* NULL after a waited-for shutdown */
     int max_workers;
     PyObject *weakreflist;
+    /* The last function submitted and its pickle, when it pickles by
+     * reference (a module-level function, a class, a builtin): pickling a
+     * function costs more than its arguments, and a stream of submits
+     * usually repeats one function. */
+    PyObject *last_fn, *last_fn_bytes;
 } InterpExecutorObject;
 
 /* ---- worker side --------------------------------------------------------- */
@@ -241,6 +254,12 @@ static int create_interp(iworker *iw, char **why)
 /* Holding the sub-interpreter's GIL: end it.  No GIL held after. */
 static void end_interp(iworker *iw)
 {
+    PyObject *teardown = iw->ns ? PyDict_GetItemString(iw->ns, "teardown")
+                                : NULL;
+    PyObject *r = teardown ? PyObject_CallNoArgs(teardown) : NULL;
+    if (!r)
+        PyErr_Clear();
+    Py_XDECREF(r);
     Py_CLEAR(iw->ns);
     Py_EndInterpreter(iw->ts);
     iw->ts = NULL;
@@ -320,7 +339,19 @@ static void run_interp(gf_task *t, gf_worker *w)
         iw->ns, ic->kind == KIND_CHUNK ? "run_chunk" : "run");
     PyObject *view = PyMemoryView_FromMemory((char *)ic->data, ic->len,
                                              PyBUF_READ);
-    PyObject *r = fn && view ? PyObject_CallOneArg(fn, view) : NULL;
+    PyObject *r = NULL;
+    if (fn && view && ic->kind == KIND_CHUNK) {
+        r = PyObject_CallOneArg(fn, view);
+    } else if (fn && view) {
+        PyObject *fn_view = PyMemoryView_FromMemory((char *)ic->fn_data,
+                                                    ic->fn_len, PyBUF_READ);
+        if (fn_view) {
+            PyObject *argv[3] = {fn_view, view,
+                                 ic->fn_cached ? Py_True : Py_False};
+            r = PyObject_Vectorcall(fn, argv, 3, NULL);
+            Py_DECREF(fn_view);
+        }
+    }
     if (view && Py_REFCNT(view) > 1) {
         /* Somebody kept the view: cut it off from memory we do not own. */
         PyObject *rr = PyObject_CallMethod(view, "release", NULL);
@@ -486,6 +517,8 @@ static int reap(interp_core *core, int block)
     if (rc != 0)
         return 0;
     module_state *st = core->st;
+    if (core->owner)
+        core->owner->core = NULL;
     for (interp_core **pp = &st->interp_cores; *pp; pp = &(*pp)->next) {
         if (*pp == core) {
             *pp = core->next;
@@ -608,6 +641,7 @@ static PyObject *iexec_tp_new(PyTypeObject *type, PyObject *args,
     }
     core->next = st->interp_cores;
     st->interp_cores = core;
+    core->owner = self;
     self->core = core;
     self->max_workers = max_workers;
     return (PyObject *)self;
@@ -634,16 +668,29 @@ static void iexec_tp_dealloc(PyObject *self)
         if (!ex->core->shutdown)
             begin_shutdown(ex->core, 0);
         module_state *st = ex->core->st;
+        ex->core->owner = NULL;
         ex->core = NULL;
         reap_finished(st);
     }
+    Py_CLEAR(ex->last_fn);
+    Py_CLEAR(ex->last_fn_bytes);
     tp->tp_free(self);
     Py_DECREF(tp);
 }
 
 static int iexec_tp_traverse(PyObject *self, visitproc visit, void *arg)
 {
+    InterpExecutorObject *ex = (InterpExecutorObject *)self;
     Py_VISIT(Py_TYPE(self));
+    Py_VISIT(ex->last_fn);
+    return 0;
+}
+
+static int iexec_tp_clear(PyObject *self)
+{
+    InterpExecutorObject *ex = (InterpExecutorObject *)self;
+    Py_CLEAR(ex->last_fn);
+    Py_CLEAR(ex->last_fn_bytes);
     return 0;
 }
 
@@ -668,8 +715,10 @@ static interp_core *live_core(InterpExecutorObject *ex)
 }
 
 /* pickle.dumps(payload, 5), or the fallback (cloudpickle) if that fails. */
-static PyObject *dumps(module_state *st, PyObject *payload)
+static PyObject *dumps(module_state *st, PyObject *payload, int *by_value)
 {
+    if (by_value)
+        *by_value = 0;
     PyObject *proto = PyLong_FromLong(5);
     if (!proto)
         return NULL;
@@ -687,6 +736,8 @@ static PyObject *dumps(module_state *st, PyObject *payload)
             PyErr_SetRaisedException(first);
         } else {
             Py_DECREF(first);
+            if (by_value)
+                *by_value = 1;
         }
     }
     Py_DECREF(proto);
@@ -697,24 +748,48 @@ static PyObject *dumps(module_state *st, PyObject *payload)
     return b;
 }
 
+/* Whether plain pickle ships fn by reference (a name to import), so that
+ * one pickle of it stands for every later submit of the same object. */
+static int by_reference(PyObject *fn)
+{
+    if (PyFunction_Check(fn) || PyType_Check(fn))
+        return 1;
+    if (PyCFunction_Check(fn)) {
+        PyObject *self = PyCFunction_GET_SELF(fn);
+        return !self || PyModule_Check(self);
+    }
+    return 0;
+}
+
+/* fn_bytes: NULL for a chunk; else the pickled fn (borrowed), and
+ * fn_cached whether the worker may reuse its last unpickled copy. */
 static PyObject *submit_payload(interp_core *core, PyObject *payload,
-                                enum call_kind kind)
+                                enum call_kind kind, PyObject *fn_bytes,
+                                int fn_cached)
 {
     module_state *st = core->st;
-    PyObject *bytes = dumps(st, payload);
+    PyObject *bytes = dumps(st, payload, NULL);
     if (!bytes)
         return NULL;
-    FutureObject *f = gf_foreign_new(st, sizeof(interp_call), &interp_ops,
-                                     run_interp, bytes);
-    if (!f) {
-        Py_DECREF(bytes);
+    PyObject *keep = fn_bytes ? PyTuple_Pack(2, bytes, fn_bytes)
+                              : Py_NewRef(bytes);
+    Py_DECREF(bytes);
+    if (!keep)
         return NULL;
-    }
+    FutureObject *f = gf_foreign_new(st, sizeof(interp_call), &interp_ops,
+                                     run_interp, keep);
+    Py_DECREF(keep);  /* the call's keepalive holds it */
+    if (!f)
+        return NULL;
     interp_call *ic = (interp_call *)f->foreign;
     ic->data = PyBytes_AS_STRING(bytes);
     ic->len = PyBytes_GET_SIZE(bytes);
+    if (fn_bytes) {
+        ic->fn_data = PyBytes_AS_STRING(fn_bytes);
+        ic->fn_len = PyBytes_GET_SIZE(fn_bytes);
+        ic->fn_cached = (unsigned char)fn_cached;
+    }
     ic->kind = (unsigned char)kind;
-    Py_DECREF(bytes);  /* the call's keepalive holds it */
     Py_INCREF(f);      /* the queue's reference: see the graveyard, foreign.h */
     gf_foreign_queued(&ic->base);
     int rc = gf_pool_submit(core->pool, &f->task);
@@ -761,9 +836,24 @@ static PyObject *iexec_submit(PyObject *self, PyObject *const *args,
                                args[nargs + i]) < 0)
                 goto done;
     }
-    payload = PyTuple_Pack(3, args[0], callargs, kwargs ? kwargs : Py_None);
+    PyObject *fn = args[0];
+    int cached = ex->last_fn == fn;
+    if (!cached) {
+        int by_value;
+        PyObject *fnb = dumps(core->st, fn, &by_value);
+        if (!fnb)
+            goto done;
+        Py_CLEAR(ex->last_fn);
+        Py_XSETREF(ex->last_fn_bytes, fnb);
+        if (!by_value && by_reference(fn)) {
+            ex->last_fn = Py_NewRef(fn);
+            cached = 1;
+        }
+    }
+    payload = PyTuple_Pack(2, callargs, kwargs ? kwargs : Py_None);
     if (payload)
-        f = submit_payload(core, payload, KIND_CALL);
+        f = submit_payload(core, payload, KIND_CALL, ex->last_fn_bytes,
+                           cached);
 done:
     Py_DECREF(callargs);
     Py_XDECREF(kwargs);
@@ -784,7 +874,7 @@ static PyObject *iexec_submit_chunk(PyObject *self, PyObject *const *args,
     PyObject *payload = PyTuple_Pack(3, args[0], args[1], args[2]);
     if (!payload)
         return NULL;
-    PyObject *f = submit_payload(core, payload, KIND_CHUNK);
+    PyObject *f = submit_payload(core, payload, KIND_CHUNK, NULL, 0);
     Py_DECREF(payload);
     return f;
 }
@@ -878,6 +968,7 @@ static PyType_Slot iexec_slots[] = {
     {Py_tp_init, iexec_tp_init},
     {Py_tp_dealloc, iexec_tp_dealloc},
     {Py_tp_traverse, iexec_tp_traverse},
+    {Py_tp_clear, iexec_tp_clear},
     {Py_tp_methods, iexec_methods},
     {Py_tp_getset, iexec_getset},
     {Py_tp_members, iexec_members},

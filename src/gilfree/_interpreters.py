@@ -1,0 +1,552 @@
+"""gilfree.InterpreterPoolExecutor: pure Python in parallel, in one process.
+
+Each worker is a C thread that owns a sub-interpreter with its own GIL
+(PEP 684, Python 3.12+), created once and kept for the pool's life. Calls
+and results cross as pickled bytes (``pickle``, or ``cloudpickle`` for what
+plain pickle refuses: lambdas, closures, functions of a REPL session);
+nothing else is shared between interpreters. See ``_core/interp.c`` and
+``_interp_worker.py``, and ``shared/notes/subinterpreters.md`` for the
+CPython bugs the code below works around.
+
+What a task may do differs from threads, since it runs in another
+interpreter: it sees module globals of its *own* copy of every module (set
+up by its imports, or by the ``initializer``), it cannot share objects (a
+``threading.Event`` or a list) with the caller, and it cannot import
+extension modules that do not support sub-interpreters (the error says so
+and suggests ``backend="processes"``). Functions from the main script are
+found by running the script again in each worker, once, as ``__mp_main__``
+(as ``multiprocessing``'s spawn does): keep its work under
+``if __name__ == "__main__":``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import pickle
+import queue
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+from . import _core
+from ._executor import default_thread_workers
+
+_T = TypeVar("_T")
+
+__all__ = [
+    "InterpreterPoolExecutor", "BrokenInterpreterPool", "RemoteTraceback",
+    "available", "unavailable_reason", "safe_by_default",
+]
+
+#: Raised for the tasks of a pool whose initializer failed (a subclass of
+#: ``concurrent.futures.thread.BrokenThreadPool``, as in Python 3.14).
+if hasattr(_core, "BrokenInterpreterPool"):
+    BrokenInterpreterPool = _core.BrokenInterpreterPool
+else:  # Python 3.11: never raised, but importable everywhere
+    from concurrent.futures.thread import BrokenThreadPool
+
+    class BrokenInterpreterPool(BrokenThreadPool):  # type: ignore[no-redef]
+        """An interpreter pool cannot run tasks any more."""
+
+_SUBINTERP_REFUSED = "does not support loading in subinterpreters"
+
+
+def unavailable_reason() -> str | None:
+    """Why this Python has no interpreters backend, or None."""
+    if sys.version_info < (3, 12):
+        return (f"the interpreters backend needs Python 3.12 or newer (sub-interpreters "
+                f"with their own GIL, PEP 684); this is Python "
+                f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}: "
+                f"use backend='threads', or 'processes' once available")
+    if getattr(sys, "_is_gil_enabled", lambda: True)() is False:  # pragma: no cover
+        return "the interpreters backend is not supported on free-threaded builds"
+    return None
+
+
+def available() -> bool:
+    return unavailable_reason() is None
+
+
+def safe_by_default() -> bool:
+    """Whether ``backend="auto"`` may pick interpreters on this Python.
+
+    The point releases with crash bugs that gilfree can only partly work
+    around are left out (shared/notes/subinterpreters.md, section 5): 3.12
+    before 3.12.4 (gh-119213: a worker that first calls some C functions
+    with keywords crashes the process at exit) and 3.13.0 (concurrent first
+    imports of datetime in two workers; mitigated here by importing it in
+    the main interpreter first, but other modules of that kind remain).
+    """
+    v = sys.version_info
+    if v < (3, 12):
+        return False
+    if v[:2] == (3, 12):
+        return v >= (3, 12, 4)
+    if v[:2] == (3, 13):
+        return v >= (3, 13, 1)
+    return True
+
+
+# -- what crosses: pickles --------------------------------------------------------
+
+class RemoteTraceback(Exception):
+    """The ``__cause__`` of an exception raised in a worker interpreter:
+    the worker's formatted traceback (as ``concurrent.futures.process``)."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return self.tb
+
+
+def _fallback_dumps(obj: Any, protocol: int = 5) -> bytes:
+    """What plain pickle refuses (lambdas, closures, a REPL's functions)."""
+    try:
+        import cloudpickle
+    except ImportError:
+        raise pickle.PicklingError(
+            "this call does not pickle, and cloudpickle (which ships lambdas and "
+            "closures by value) is not installed: pip install cloudpickle") from None
+    return cloudpickle.dumps(obj, protocol)
+
+
+def _dumps_any(obj: Any) -> bytes:
+    try:
+        return pickle.dumps(obj, 5)
+    except Exception:
+        return _fallback_dumps(obj, 5)
+
+
+def _rebuild(encoded: tuple) -> BaseException:
+    """The exception a worker encoded (_interp_worker._encode), re-made here
+    with the worker's traceback as its ``__cause__``."""
+    blob, tb, desc = encoded
+    exc = None
+    if blob is not None:
+        try:
+            exc = pickle.loads(blob)
+        except Exception:
+            exc = None
+    if not isinstance(exc, BaseException):
+        exc = RuntimeError(
+            f"a task raised {desc} in a worker interpreter; that exception could not be "
+            f"pickled back to the caller, so this RuntimeError stands for it")
+    elif isinstance(exc, ImportError) and _SUBINTERP_REFUSED in str(exc):
+        words = str(exc).split()
+        name = exc.name or (words[1] if len(words) > 1 else "?")
+        exc = ImportError(
+            f"{exc} - the extension module {name!r} cannot be loaded in the sub-interpreter "
+            f"of an interpreters-backend worker; run this task with "
+            f"gilfree.Pool(backend=\"processes\") (or \"threads\") instead",
+            name=name)
+    exc.__cause__ = RemoteTraceback(f'\n"""\n{tb}"""')
+    return exc
+
+
+def _main_file() -> str | None:
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    return os.path.abspath(path) if isinstance(path, str) else None
+
+
+def _install_codec() -> None:
+    # Without a main script (REPL, -c, Jupyter), functions of __main__ cannot
+    # be found by re-running it: ship every call by value then.
+    dumps = pickle.dumps
+    if _main_file() is None:
+        try:
+            import cloudpickle
+
+            dumps = cloudpickle.dumps
+        except ImportError:
+            pass
+    _core._interp_set_codec((dumps, _fallback_dumps, pickle.loads, _rebuild))
+
+
+with open(os.path.join(os.path.dirname(__file__), "_interp_worker.py"), "rb") as _f:
+    _WORKER_SOURCE = _f.read()
+
+
+# -- mitigations (shared/notes/subinterpreters.md, P1-P3) ----------------------
+
+_prepared = False
+
+
+def _prepare() -> None:
+    """Once, before the first worker interpreter starts."""
+    global _prepared
+    if _prepared:
+        return
+    # P2/P3: datetime and decimal (single-phase C modules) corrupt the heap
+    # (3.12) or crash at exit (3.13.0) when first imported in workers; once
+    # the main interpreter has them, a worker gets a clean result (3.13) or
+    # a clean ImportError and the pure-Python fallback (3.12).
+    # P1 (3.12.0-3.12.3, gh-119213): C functions first called with keywords
+    # in a worker leave a dangling tuple that crashes the process at exit;
+    # hashlib, ssl and asyncio do that at import, so import them here first.
+    names = ["datetime", "decimal"]
+    if sys.version_info[:2] == (3, 12) and sys.version_info < (3, 12, 4):
+        names += ["hashlib", "ssl", "asyncio"]
+    for name in names:
+        try:
+            __import__(name)
+        except ImportError:
+            pass
+    # Results that refer to the main script's classes come back pickled as
+    # __mp_main__.<name> (the workers run the script under that name).
+    if "__main__" in sys.modules:
+        sys.modules.setdefault("__mp_main__", sys.modules["__main__"])
+    if sys.version_info[:2] == (3, 12):
+        warnings.warn(
+            "gilfree interpreters backend on Python 3.12: worker interpreters cannot "
+            "load _datetime, _decimal, pyexpat or _ctypes (datetime and decimal fall back "
+            "to their slower pure-Python versions; ctypes and xml.etree parsing fail)"
+            + ("; and this point release (< 3.12.4) has sub-interpreter crash bugs that "
+               "gilfree only partly works around (gh-119213)"
+               if sys.version_info < (3, 12, 4) else ""),
+            RuntimeWarning, stacklevel=4)
+    _prepared = True
+
+
+def _check_available() -> None:
+    reason = unavailable_reason()
+    if reason is not None:
+        raise RuntimeError(reason)
+
+
+# -- the executor -------------------------------------------------------------------
+
+# On 3.11 there is no _core.InterpExecutor: the class exists, __new__ says why
+# it cannot be used.
+_BASES: tuple[type, ...] = ((_core.InterpExecutor, concurrent.futures.Executor)
+                            if hasattr(_core, "InterpExecutor")
+                            else (concurrent.futures.Executor,))
+
+
+class InterpreterPoolExecutor(*_BASES):  # type: ignore[misc]
+    """Python 3.14's :class:`concurrent.futures.InterpreterPoolExecutor`, on 3.12+.
+
+    Each worker runs its calls in its own sub-interpreter with its own GIL,
+    so pure-Python code runs in parallel, in one process. Calls, arguments
+    and results must pickle (lambdas and closures go through cloudpickle);
+    an exception raised in a worker comes back with the worker's traceback
+    as its ``__cause__``.
+
+    Args:
+        max_workers: The most workers (started on demand; each costs about
+            20 ms and 3-4 MB). Default: ``min(32, os.cpu_count() + 4)``, as
+            in Python 3.14.
+        thread_name_prefix: Names the worker threads ``<prefix>_<n>``.
+        initializer: Called with ``*initargs`` in each worker interpreter
+            before its first task; if it raises, the pool is broken and its
+            tasks fail with :class:`BrokenInterpreterPool`.
+        initargs: Arguments for ``initializer`` (pickled).
+    """
+
+    def __new__(
+        cls,
+        max_workers: int | None = None,
+        thread_name_prefix: str = "",
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+    ) -> InterpreterPoolExecutor:
+        _check_available()
+        if max_workers is None:
+            max_workers = default_thread_workers()
+        if max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        _prepare()
+        _install_codec()
+        init_blob = None
+        if initializer is not None:
+            init_blob = _dumps_any((initializer, tuple(initargs)))
+        init = pickle.dumps((list(sys.path), _main_file(), init_blob), 5)
+        prefix = thread_name_prefix or (
+            f"InterpreterPoolExecutor-{_core._next_executor_number()}")
+        return super().__new__(cls, max_workers, prefix, init, _WORKER_SOURCE)
+
+    def map(  # type: ignore[override]
+        self,
+        fn: Callable[..., _T],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+    ) -> Iterator[_T]:
+        """Like :func:`map`, with the calls running in the worker interpreters.
+
+        The inputs are taken at once and sent in chunks (one pickle per
+        chunk); results come back in order, and the exception of a failed
+        call is raised when the iterator reaches it. ``chunksize`` above 1
+        fixes the chunk size; otherwise each worker gets about four chunks.
+        """
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        if len(iterables) == 1:
+            items: Iterable[Any] = iterables[0]
+            star = False
+        else:
+            items, star = zip(*iterables), True
+        return self._map(fn, items, chunksize=chunksize if chunksize > 1 else 0,
+                         star=star, timeout=timeout)
+
+    def _map(self, fn: Callable[..., Any], items: Iterable[Any], *, chunksize: int = 0,
+             ordered: bool = True, star: bool = False, timeout: float | None = None,
+             window: int = 0, stop_on_error: bool = True,
+             future: concurrent.futures.Future | None = None) -> Any:
+        """The map family, with the same options as ``_core.Executor._map``."""
+        if not callable(fn):
+            raise TypeError(f"map() needs a callable, not {type(fn).__name__}")
+        if chunksize is None or chunksize < 0:
+            chunksize = 0
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        run = _MapRun(self, fn, items, chunksize, star, timeout, window)
+        if future is not None:
+            run.into_future(future)
+            return None
+        return _MapIterator(run, ordered, stop_on_error)
+
+
+def identity(x: _T) -> _T:
+    """The trivial task the benchmarks time (importable in a worker without
+    gilfree.bench, which needs faulthandler: a single-phase module that no
+    sub-interpreter can load)."""
+    return x
+
+
+def _auto_chunksize(n: int, workers: int) -> int:
+    # multiprocessing.Pool's rule: about four chunks per worker.
+    size, extra = divmod(n, workers * 4)
+    return max(1, size + (1 if extra else 0))
+
+
+class _MapRun:
+    """The chunks of one map call: submitted, in flight, done."""
+
+    def __init__(self, ex: InterpreterPoolExecutor, fn: Callable[..., Any],
+                 items: Iterable[Any], chunksize: int, star: bool,
+                 timeout: float | None, window: int) -> None:
+        self.ex = ex
+        self.fn = fn
+        self.star = star
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.window = window
+        self.ramp = False
+        if window == 0:
+            items = list(items)
+            if chunksize == 0:
+                # About four chunks per worker, reached by doubling from one
+                # item: the first results come back at once, and a timeout
+                # or failure early on leaves most items unstarted (as the
+                # threads backend's adaptive chunks do).
+                chunksize = _auto_chunksize(len(items), ex._max_workers)
+                self.ramp = True
+            self.source: Iterator[Any] | None = None
+            self.pending_items = items
+        else:
+            self.source = iter(items)
+            self.pending_items = None
+            chunksize = chunksize or 1
+        self.chunksize = chunksize
+        self.chunks: list[tuple[int, int, Any]] = []  # (start, count, future)
+        self.nitems = 0
+        self.inflight = 0
+        self.done_queue: queue.SimpleQueue | None = None
+        self.cancelled = False
+
+    def _submit(self, chunk: list[Any]) -> None:
+        f = self.ex._submit_chunk(self.fn, chunk, self.star)
+        index = len(self.chunks)
+        self.chunks.append((self.nitems, len(chunk), f))
+        self.nitems += len(chunk)
+        self.inflight += len(chunk)
+        if self.done_queue is not None:
+            q = self.done_queue
+            f.add_done_callback(lambda _f, i=index: q.put(i))
+
+    def fill(self) -> None:
+        """Submit what may be in flight now."""
+        if self.cancelled:
+            return
+        if self.pending_items is not None:
+            items, self.pending_items = self.pending_items, None
+            size = self.chunksize
+            start = 0
+            if self.ramp:
+                step = 1
+                while step < size and start < len(items):
+                    self._submit(items[start:start + step])
+                    start += step
+                    step *= 2
+            for start in range(start, len(items), size):
+                self._submit(items[start:start + size])
+            return
+        while self.source is not None and self.inflight < max(self.window, self.chunksize):
+            chunk = []
+            for x in self.source:
+                chunk.append(x)
+                if len(chunk) == self.chunksize:
+                    break
+            if len(chunk) < self.chunksize:
+                self.source = None
+            if chunk:
+                self._submit(chunk)
+
+    def exhausted(self) -> bool:
+        return self.pending_items is None and self.source is None
+
+    def remaining(self) -> float | None:
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - time.monotonic())
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self.source = None
+        self.pending_items = None
+        for _, _, f in self.chunks:
+            if f is not None:
+                f.cancel()
+
+    @staticmethod
+    def outcome(f: concurrent.futures.Future, count: int) -> tuple[list[Any], dict[int, BaseException]]:
+        """(values, {index: exception}) of a finished chunk."""
+        try:
+            values, errors = f.result(timeout=0)
+        except BaseException as e:  # the whole chunk failed (unpicklable fn, broken pool)
+            return [None] * count, {i: e for i in range(count)}
+        if not errors:
+            return values, {}
+        return values, {i: _rebuild(enc) for i, enc in errors}
+
+    # -- map_async / Pool.map: results into a future --------------------------------
+    def into_future(self, future: concurrent.futures.Future) -> None:
+        self.fill()
+        chunks = list(self.chunks)
+        left = [len(chunks)]
+        if not chunks:
+            future.set_result([])
+            return
+
+        def on_chunk_done(_f: Any) -> None:
+            left[0] -= 1  # callbacks run one at a time, on the bridge or in the caller
+            if left[0] or future.done():
+                return
+            results: list[Any] = []
+            for start, count, f in chunks:
+                values, errors = self.outcome(f, count)
+                if errors:
+                    future.set_exception(errors[min(errors)])
+                    return
+                results.extend(values)
+            future.set_result(results)
+
+        def on_future_done(fut: Any) -> None:
+            if fut.cancelled():
+                self.cancel()
+
+        future.add_done_callback(on_future_done)
+        for _, _, f in chunks:
+            f.add_done_callback(on_chunk_done)
+
+
+class _MapIterator:
+    """Results of a map, in input or completion order; may go on past a
+    failed item when ``stop_on_error`` is false (``Pool.imap``)."""
+
+    def __init__(self, run: _MapRun, ordered: bool, stop_on_error: bool) -> None:
+        self.finished = True  # until set up (__del__ may see a half-made one)
+        self.run = run
+        self.ordered = ordered
+        self.stop_on_error = stop_on_error
+        if not ordered:
+            run.done_queue = queue.SimpleQueue()
+        run.fill()
+        self.next_chunk = 0        # ordered: the chunk being read
+        self.buffer: list[Any] = []
+        self.pos = 0
+        self.errors: dict[int, BaseException] = {}
+        self.finished = False
+
+    def __iter__(self) -> _MapIterator:
+        return self
+
+    def _fail(self, exc: BaseException) -> BaseException:
+        self.finished = True
+        self.run.cancel()
+        return exc
+
+    def _load_next_chunk(self) -> bool:
+        run = self.run
+        if self.ordered:
+            while self.next_chunk >= len(run.chunks):
+                if run.exhausted():
+                    return False
+                run.fill()
+            start, count, f = run.chunks[self.next_chunk]
+            self.next_chunk += 1
+            try:
+                f.exception(timeout=run.remaining())  # waits; raises TimeoutError
+            except concurrent.futures.CancelledError:
+                pass
+        else:
+            assert run.done_queue is not None
+            while True:
+                if run.inflight == 0:
+                    if run.exhausted():
+                        return False
+                    run.fill()
+                    continue
+                try:
+                    index = run.done_queue.get(timeout=run.remaining())
+                except queue.Empty:
+                    raise TimeoutError() from None
+                break
+            start, count, f = run.chunks[index]
+        run.inflight -= count
+        run.chunks[self.next_chunk - 1 if self.ordered else index] = (start, count, None)
+        self.buffer, self.errors = run.outcome(f, count)
+        self.pos = 0
+        run.fill()
+        return True
+
+    def __next__(self) -> Any:
+        if self.finished:
+            raise StopIteration
+        while self.pos >= len(self.buffer):
+            try:
+                more = self._load_next_chunk()
+            except BaseException as e:  # timeout or interrupt: drop the rest
+                self._fail(e)
+                raise
+            if not more:
+                self.finished = True
+                raise StopIteration
+        i = self.pos
+        self.pos += 1
+        if i in self.errors:
+            exc = self.errors.pop(i)
+            if self.stop_on_error:
+                self._fail(exc)
+            raise exc
+        value = self.buffer[i]
+        self.buffer[i] = None
+        return value
+
+    def __del__(self) -> None:
+        if not self.finished:
+            try:
+                self.run.cancel()
+            except Exception:
+                pass
+
+
+if hasattr(_core, "_interp_set_codec"):
+    _install_codec()
