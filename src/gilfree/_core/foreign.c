@@ -2,8 +2,6 @@
  * interpreter's GIL.  The protocol is described in foreign.h. */
 #include "foreign.h"
 
-#include <sched.h>
-
 #include "executor.h"
 #include "gf_park.h"
 
@@ -153,21 +151,14 @@ void gf_future_sync(FutureObject *f)
         /* Making the outcome and setting it may let the GIL go (Python code
          * in ops->outcome, the condition's lock in finish()), and another
          * thread (the bridge, a waiter) may sync the same future meanwhile:
-         * only one may set it, or waiters are notified twice.  The other
-         * waits, GIL released, until the first has made it final. */
+         * only one may set it.  The other must not wait here - it may hold
+         * the very condition lock the first is about to take (cf.wait reads
+         * _state under it) - so it sees the future as not final yet, and
+         * the first one's finish() notifies it as usual. */
         uint32_t old = atomic_fetch_or_explicit(&fc->flags, FC_SYNCING,
                                                 memory_order_relaxed);
-        if (old & FC_SYNCING) {
-            if (fc->sync_owner == PyThread_get_thread_ident())
-                return;  /* re-entered from the outcome's own Python code */
-            while (f->state < FUT_CANCELLED) {
-                Py_BEGIN_ALLOW_THREADS
-                sched_yield();
-                Py_END_ALLOW_THREADS
-            }
+        if (old & FC_SYNCING)
             return;
-        }
-        fc->sync_owner = PyThread_get_thread_ident();
         PyObject *r = fc->ops->outcome(fc);
         int rc;
         if (r) {

@@ -47,7 +47,6 @@ struct foreign_call {
     PyObject *keepalive;         /* what the call's memory belongs to */
     gf_task finish_task;         /* queued on the bridge when NOTIFY */
     foreign_call *next_dead;     /* graveyard link */
-    unsigned long sync_owner;    /* the thread making the outcome (GIL) */
 };
 
 /* A pending future whose foreign_call is `size` bytes (>= sizeof

@@ -321,6 +321,14 @@ static int wait_final(FutureObject *f, double timeout)
     int rc = gf_wait_completion(f->st, &f->done, timeout);
     f->watched = 0;
     sync_foreign(f);
+    /* `done` is complete, but another thread may still be turning a
+     * foreign payload into the outcome (foreign.c): it is a few steps
+     * from final, and we hold no lock it could need. */
+    while (rc == 0 && !is_final(f)) {
+        Py_BEGIN_ALLOW_THREADS
+        sched_yield();
+        Py_END_ALLOW_THREADS
+    }
     return rc;
 }
 
@@ -521,11 +529,14 @@ static PyObject *future_set_running_or_notify_cancel(PyObject *self,
 
 /* ---- attributes concurrent.futures.wait/as_completed read ---------------- */
 
+/* A pure read, never a sync: concurrent.futures.wait and as_completed read
+ * _state twice while holding every future's _condition, and count on it
+ * not changing in between.  They take _condition first, whose getter syncs
+ * a foreign future or has the bridge finish it under that lock later. */
 static PyObject *future_get_state(PyObject *self, void *closure)
 {
     (void)closure;
     FutureObject *f = (FutureObject *)self;
-    sync_foreign(f);
     return PyUnicode_FromString(state_names[f->state]);
 }
 
