@@ -54,6 +54,10 @@ else:  # Python 3.11: never raised, but importable everywhere
 _SUBINTERP_REFUSED = "does not support loading in subinterpreters"
 
 
+#: Set to "1" to run the interpreters backend on 3.12.0-3.12.3 regardless.
+UNSAFE_ENV = "GILFREE_UNSAFE_SUBINTERPRETERS"
+
+
 def unavailable_reason() -> str | None:
     """Why this Python has no interpreters backend, or None."""
     if sys.version_info < (3, 12):
@@ -63,6 +67,14 @@ def unavailable_reason() -> str | None:
                 f"use backend='threads', or 'processes' once available")
     if getattr(sys, "_is_gil_enabled", lambda: True)() is False:  # pragma: no cover
         return "the interpreters backend is not supported on free-threaded builds"
+    if sys.version_info[:2] == (3, 12) and sys.version_info < (3, 12, 4) \
+            and os.environ.get(UNSAFE_ENV) != "1":
+        v = sys.version_info
+        return (f"Python {v.major}.{v.minor}.{v.micro} has sub-interpreter memory "
+                f"bugs, fixed in 3.12.4, that corrupt the heap or crash the process "
+                f"at exit (gh-119213 and related; shared/notes/subinterpreters.md): "
+                f"upgrade to Python 3.12.4 or newer, use Python 3.13, or use "
+                f"backend='threads'; set {UNSAFE_ENV}=1 to run it anyway")
     return None
 
 
@@ -311,6 +323,8 @@ class InterpreterPoolExecutor(*_BASES):  # type: ignore[misc]
         if future is not None:
             run.into_future(future)
             return None
+        if ordered and stop_on_error:
+            return _ordered_results(_MapIterator(run, ordered, stop_on_error))
         return _MapIterator(run, ordered, stop_on_error)
 
 
@@ -321,10 +335,38 @@ def identity(x: _T) -> _T:
     return x
 
 
+#: The most items an automatic chunk holds: big enough that a chunk's
+#: fixed cost (a future, two pickles) is noise, small enough that pickling
+#: in the main interpreter overlaps the workers' running of earlier chunks.
+_MAX_AUTO_CHUNK = 2048
+
+
 def _auto_chunksize(n: int, workers: int) -> int:
-    # multiprocessing.Pool's rule: about four chunks per worker.
+    # multiprocessing.Pool's rule, about four chunks per worker, capped.
     size, extra = divmod(n, workers * 4)
-    return max(1, size + (1 if extra else 0))
+    return max(1, min(_MAX_AUTO_CHUNK, size + (1 if extra else 0)))
+
+
+def _ordered_results(it: _MapIterator) -> Iterator[Any]:
+    """concurrent.futures' map: results in order, stopping at the first
+    failure.  Whole chunks are handed out with ``yield from`` (a C loop),
+    not item by item through ``_MapIterator.__next__``; closing the
+    generator (or dropping it) cancels what has not started."""
+    try:
+        while True:
+            while it.pos >= len(it.buffer):
+                if not it._load_next_chunk():
+                    it.finished = True
+                    return
+            if it.errors:
+                yield next(it)  # item by item until past the failure
+                continue
+            buffer, it.buffer, it.pos = it.buffer, [], 0
+            yield from buffer
+    finally:
+        if not it.finished:
+            it.finished = True
+            it.run.cancel()
 
 
 class _MapRun:

@@ -17,10 +17,10 @@ _T = TypeVar("_T")
 
 __all__ = ["Pool", "BACKENDS", "PoolNotRunningError"]
 
-#: Every backend name, and whether this release has it.
+#: Every backend name, and whether this release has it on this Python.
 BACKENDS = {
     "threads": True,
-    "interpreters": sys.version_info >= (3, 12),
+    "interpreters": _interpreters.available(),
     "processes": False,
     "ray": False,
     "auto": True,
@@ -44,7 +44,7 @@ def _check_backend(backend: str) -> None:
     if backend not in BACKENDS:
         names = ", ".join(repr(b) for b in BACKENDS)
         raise ValueError(f"unknown backend {backend!r}; choose one of {names}")
-    if backend == "interpreters" and not BACKENDS[backend]:
+    if backend == "interpreters" and not _interpreters.available():
         raise NotImplementedError(_interpreters.unavailable_reason())
     if not BACKENDS[backend]:
         raise NotImplementedError(

@@ -256,6 +256,11 @@ class GilfreePoolInterpretersMixin(_InterpretersBackend, GilfreePoolThreadsMixin
     pool_backend = "interpreters"
 
 
+def _interpreters_available():
+    # 3.12+, and not a point release gilfree refuses (see _interpreters.py).
+    return sys.version_info >= (3, 12) and _gilfree()._interpreters.available()
+
+
 # One line per backend (processes will add make_event/make_sink of its own).
 BACKENDS = (
     GilfreeExecutorMixin,
@@ -263,7 +268,7 @@ BACKENDS = (
     StdlibExecutorMixin,
     StdlibThreadPoolMixin,
 ) + ((GilfreeInterpreterExecutorMixin, GilfreePoolInterpretersMixin)
-     if sys.version_info >= (3, 12) else ())
+     if _interpreters_available() else ())
 
 # Pool backends the contract names but this release does not implement yet.
 # A backend moves from here to BACKENDS when it lands.

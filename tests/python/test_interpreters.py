@@ -22,8 +22,11 @@ import pytest
 from support import T, describe, subprocess_env
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-HAVE = sys.version_info >= (3, 12)
-needs_312 = pytest.mark.skipif(not HAVE, reason="sub-interpreters with their own GIL need Python 3.12+")
+import gilfree._interpreters as _gi
+
+HAVE = _gi.available()
+needs_312 = pytest.mark.skipif(
+    not HAVE, reason=f"the interpreters backend is not available here: {_gi.unavailable_reason()}")
 
 PRELUDE = """\
 import os, sys, time, warnings
@@ -64,7 +67,20 @@ def pool():
 # -- the version gate ---------------------------------------------------------
 
 
-@pytest.mark.skipif(HAVE, reason="3.11 only")
+@pytest.mark.skipif(not ((3, 12) <= sys.version_info < (3, 12, 4)), reason="3.12.0-3.12.3 only")
+def test_unsafe_point_release_refuses_with_a_clear_error(monkeypatch):
+    import gilfree
+
+    monkeypatch.delenv(_gi.UNSAFE_ENV, raising=False)
+    with pytest.raises(NotImplementedError, match=r"3\.12\.4.*GILFREE_UNSAFE_SUBINTERPRETERS"):
+        gilfree.Pool(1, backend="interpreters")
+    with pytest.raises(RuntimeError, match=r"memory bugs.*upgrade"):
+        gilfree.InterpreterPoolExecutor(1)
+    monkeypatch.setenv(_gi.UNSAFE_ENV, "1")
+    assert _gi.available()
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.11 only")
 def test_on_311_the_backend_says_which_version_it_needs():
     import gilfree
 
