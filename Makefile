@@ -127,10 +127,13 @@ test-py: venvs
 	if [ -n "$$failed" ]; then echo "test-py: FAILED on Python$$failed" >&2; exit 1; fi; \
 	echo "test-py: passed on Python $(PYVERSIONS)"
 
+# PYTHONMALLOC=debug: CPython's debug allocator checks every block it frees,
+# so a use-after-free or overrun in the extension fails the run where it
+# happens instead of corrupting memory quietly.
 test-py-%: $(VENV)/%/.installed
 	@echo "==> pytest on Python $* ($(VENV)/$*)"; \
 	rc=0; \
-	$(TIMEOUT) $(PYTEST_WALL_TIMEOUT) \
+	PYTHONMALLOC=debug $(TIMEOUT) $(PYTEST_WALL_TIMEOUT) \
 	  $(VENV)/$*/bin/python -m pytest $(PYTEST_ARGS) || rc=$$?; \
 	case $$rc in \
 	  0) ;; \
