@@ -68,6 +68,7 @@ help:
 	@echo "  make venvs        create .venv/<version> for $(PYVERSIONS) and 'pip install -e .[test]' into each"
 	@echo "  make test-c       C runtime tests; also test-c-asan, test-c-tsan"
 	@echo "  make test-py      pytest on every Python; test-py-3.12 for one; PYTEST_ARGS='-x -k name' to pass options"
+	@echo "  make test-py-asan pytest on $(ASAN_PY) against an ASan+UBSan build of the extension"
 	@echo "  make rebuild      rebuild the extension in every venv (after changing GILFREE_* switches)"
 	@echo "  make clean        remove build outputs (keeps the venvs); distclean also removes .venv"
 
@@ -144,6 +145,32 @@ test-py-%: $(VENV)/%/.installed
 
 # ---------------------------------------------------------------- everything
 
+# The Python suite against an extension built with ASan+UBSan, on one Python
+# (the extension's C is the same on every version; 3.13 is the one where
+# every backend runs).  A regular install into its own venv under build/,
+# so the editable venvs' extensions in src/ are left alone.  The sanitizer
+# runtime is preloaded because python itself is not built with it;
+# PYTHONMALLOC=malloc hands every Python allocation to ASan; leaks are not
+# checked (CPython keeps interned objects until exit).
+ASAN_PY ?= 3.13
+ASAN_VENV := build/asan-venv
+.PHONY: test-py-asan
+test-py-asan:
+	@$(FIND_PYTHON); py=$$(find_python $(ASAN_PY)); \
+	if [ -z "$$py" ]; then echo "error: Python $(ASAN_PY) not found" >&2; exit 1; fi; \
+	$(ASAN_VENV)/bin/python -c '' 2>/dev/null || "$$py" -m venv $(ASAN_VENV); \
+	echo "==> building gilfree with ASan+UBSan into $(ASAN_VENV)"; \
+	GILFREE_SANITIZE=address GILFREE_DEBUG=1 $(ASAN_VENV)/bin/python -m pip install -q \
+	  --force-reinstall ".[test]"; \
+	echo "==> pytest on Python $(ASAN_PY) with the sanitized extension"; \
+	rc=0; \
+	LD_PRELOAD=$$(gcc -print-file-name=libasan.so) PYTHONMALLOC=malloc \
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  $(TIMEOUT) $(PYTEST_WALL_TIMEOUT) $(ASAN_VENV)/bin/python -m pytest $(PYTEST_ARGS) \
+	  || rc=$$?; \
+	case $$rc in 0) ;; 5) echo "error: pytest collected no tests" >&2; exit 1 ;; *) exit $$rc ;; esac
+
 # Each section runs even when an earlier one failed (except that Python tests
 # need the venvs), so one CI run reports every broken part at once.
 .PHONY: test
@@ -168,6 +195,7 @@ test:
 	section test-c-tsan   $(C_TESTS_WALL_TIMEOUT) $(MAKE) -j$$(nproc) --no-print-directory test-c-tsan || true; \
 	if section venvs 900 $(MAKE) --no-print-directory venvs; then \
 	  section test-py $$(( 3 * $(PYTEST_WALL_TIMEOUT) + 120 )) $(MAKE) --no-print-directory test-py || true; \
+	  section test-py-asan $$(( $(PYTEST_WALL_TIMEOUT) + 300 )) $(MAKE) --no-print-directory test-py-asan || true; \
 	else \
 	  echo "test-py: skipped, the venvs did not build" >&2; failed="$$failed test-py"; \
 	fi; \

@@ -92,8 +92,11 @@ class CfMapBehaviour(PoolCase):
     @variant("lazy_map")
     def test_map_timeout_cancels_the_items_not_yet_started(self):
         pool = self.make_pool(workers=1)
+        # Start the worker first: the timeout below must expire while item 0
+        # runs, not while a worker (or its sub-interpreter) is being created.
+        assert pool.submit(tasks.identity, 1).result(timeout=T) == 1
         gate, sink = self.event(), self.sink()
-        it = pool.map(functools.partial(tasks.wait_then_record, gate, sink), range(5), timeout=0.05)
+        it = pool.map(functools.partial(tasks.wait_then_record, gate, sink), range(5), timeout=0.3)
         with pytest.raises(TimeoutError):
             next(it)
         gate.set()

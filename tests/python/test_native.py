@@ -259,12 +259,12 @@ def test_parallel_for_bad_input(native, lib):
     assert out == array.array("q", [0]) * 10  # nothing ran
 
 
-def test_python_callbacks_through_ctypes_do_not_deadlock(run_python, library_path):
+def test_python_callbacks_through_ctypes_do_not_deadlock(run_python):
     # A CFUNCTYPE wrapping a Python function takes the GIL itself when a
     # worker calls it. That only works if parallel_for and result() release
     # the GIL while they wait: run it in a subprocess, where a deadlock is a
     # timeout, not a hung test run.
-    proc = run_python(textwrap.dedent(f"""
+    proc = run_python(textwrap.dedent("""
         import ctypes, threading
         import gilfree.native as native
         RANGE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)

@@ -30,6 +30,7 @@ PEER = "peer"
 OK = "ok"
 ERROR = "error"
 MISSING = "not installed"
+UNSUPPORTED = "unsupported"  # needs a newer Python: skipped, not an error
 
 # Another process busy during a run makes a parallel row look slow (2
 # threads on 2 cores get 1.3 cores). Such runs are detected (see
@@ -71,6 +72,10 @@ class Case:
         target: what the lead must meet (only on gilfree rows).
         requires: importable name of a peer library; when it cannot be
             found the row reads "not installed".
+        unsupported: why this row cannot run here (set from the workload's
+            ``unsupported()``); it is then skipped, not counted as an error.
+        requires_python: minimum ``(major, minor)``; on an older Python the
+            row reads "needs Python X.Y+" and is skipped (not an error).
         note: a short remark printed next to the row (e.g. "100k items").
     """
 
@@ -85,6 +90,8 @@ class Case:
     ratio_to: Optional[str] = None
     target: Optional["Target"] = None
     requires: Optional[str] = None
+    requires_python: Optional[tuple] = None
+    unsupported: Optional[str] = None
     note: str = ""
 
 
@@ -97,11 +104,13 @@ class Result:
     error: str = ""
     times: list = field(default_factory=list)  # seconds, one per timed run
     loads: list = field(default_factory=list)  # foreign CPUs during each run (or None)
+    cpu: list = field(default_factory=list)  # this process's CPU seconds in each run
     items: int = 0
     speedup: Optional[float] = None
     ratio: Optional[float] = None
     target_value: Optional[float] = None  # what the target was checked on
     target_met: Optional[bool] = None
+    target_suspect: bool = False  # this row or its reference ran disturbed (†)
 
     @property
     def ok(self) -> bool:
@@ -122,6 +131,18 @@ class Result:
     def noisy(self) -> bool:
         load = self.best_load
         return load is not None and load >= NOISY_CPUS
+
+    @property
+    def cores(self) -> Optional[float]:
+        """CPUs this process kept busy during the fastest run (CPU s / wall s).
+
+        About N for N threads doing real work in parallel; above the useful
+        work it shows spinning (waiters burning a core instead of sleeping).
+        """
+        if not self.times or len(self.cpu) != len(self.times):
+            return None
+        i = self.times.index(min(self.times))
+        return self.cpu[i] / self.times[i] if self.times[i] >= 2e-4 else None
 
     @property
     def median(self) -> Optional[float]:
@@ -147,11 +168,19 @@ class Target:
     """
 
     def __init__(self, text: str, check: Callable[[Result, dict], tuple],
-                 show_value: Optional[Callable[[float], str]] = None):
+                 show_value: Optional[Callable[[float], str]] = None,
+                 relative: bool = False, vs: Optional[str] = None):
         self.text = text
         self._check = check
         # set when the checked value is not already in another column
         self.show_value = show_value
+        # relative targets compare with another row: ``vs``, or the serial row
+        self.relative = relative
+        self.vs = vs
+
+    def reference(self, result: Result) -> Optional[str]:
+        """Key of the row this target compares with (None: absolute bound)."""
+        return (self.vs or result.case.speedup_to) if self.relative else None
 
     def check(self, result: Result, by_key: dict) -> tuple:
         if not result.ok:
@@ -188,7 +217,8 @@ def speedup_at_least(factor: float, vs: Optional[str] = None, vs_label: str = "s
         s = _speedup(r, by_key, vs)
         return (None, None) if s is None else (s, s >= factor)
 
-    return Target(text, check, show_value=(lambda v: f"{v:.2f}×") if vs else None)
+    return Target(text, check, show_value=(lambda v: f"{v:.2f}×") if vs else None,
+                  relative=True, vs=vs)
 
 
 def speedup_about(low: float, high: float, vs: Optional[str] = None) -> Target:
@@ -200,7 +230,17 @@ def speedup_about(low: float, high: float, vs: Optional[str] = None) -> Target:
         s = _speedup(r, by_key, vs)
         return (None, None) if s is None else (s, low <= s <= high)
 
-    return Target(text, check)
+    return Target(text, check, relative=True, vs=vs)
+
+
+def skip_text(case: "Case") -> str:
+    """The text of a row that could not run here."""
+    return case.unsupported or needs_python(case.requires_python)
+
+
+def needs_python(version) -> str:
+    """``(3, 12)`` → ``needs Python 3.12+`` (the text of an unsupported row)."""
+    return "needs Python " + ".".join(map(str, version)) + "+"
 
 
 def format_seconds(seconds: Optional[float]) -> str:

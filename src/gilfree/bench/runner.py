@@ -10,14 +10,14 @@ exits, which is what a CI smoke test needs to see.
 
 from __future__ import annotations
 
-import faulthandler
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, TextIO
 
 from . import probe
-from .case import ERROR, GILFREE, MISSING, OK, Case, Result, format_seconds
+from .case import (ERROR, GILFREE, MISSING, OK, SERIAL, UNSUPPORTED, Case, Result, skip_text,
+                   format_seconds, needs_python)
 from .machine import machine_info
 from .table import ASCII, can_encode
 from .timing import measure
@@ -103,8 +103,17 @@ def run_case(case: Case, cfg: Config, timeout: Optional[float]) -> Result:
     if case.requires and not probe.peer_installed(case.requires):
         result.status = MISSING
         return result
+    if case.unsupported or (case.requires_python
+                            and sys.version_info[:2] < tuple(case.requires_python)):
+        result.status = UNSUPPORTED
+        return result
     armed = False
     if timeout:
+        # imported here: faulthandler refuses sub-interpreters, and workers
+        # of the interpreters backend must be able to import the workload
+        # modules (their task functions live there)
+        import faulthandler
+
         try:
             faulthandler.dump_traceback_later(timeout, exit=True)
             armed = True
@@ -112,13 +121,14 @@ def run_case(case: Case, cfg: Config, timeout: Optional[float]) -> Result:
             pass
     try:
         with case.setup() as body:
-            result.times, result.loads = measure(body, cfg.repeat)
+            runs = measure(body, cfg.repeat)
+        result.times, result.loads, result.cpu = runs.times, runs.loads, runs.cpu
         items = case.items() if callable(case.items) else case.items
         result.items = int(items)
     except Exception as exc:  # noqa: BLE001 -- a failing row must not end the run
         result.status = ERROR
         result.error = _describe(exc)
-        result.times, result.loads = [], []
+        result.times, result.loads, result.cpu = [], [], []
     finally:
         if armed:
             faulthandler.cancel_dump_traceback_later()
@@ -144,11 +154,15 @@ def derive(results: List[Result]) -> None:
         r.ratio = per_item_ratio(r.case.ratio_to, r)
         if r.case.target is not None and r.case.kind == GILFREE:
             r.target_value, r.target_met = r.case.target.check(r, by_key)
+            ref = by_key.get(r.case.target.reference(r) or "")
+            r.target_suspect = r.noisy or (ref is not None and ref.noisy)
 
 
 def _done_text(r: Result) -> str:
     if r.status == MISSING:
         return f"not installed ({r.case.requires})"
+    if r.status == UNSUPPORTED:
+        return skip_text(r.case)
     if r.status == ERROR:
         return f"error: {r.error}"
     per = format_seconds(r.per_item)
@@ -178,6 +192,11 @@ def run(names: Optional[Iterable[str]] = None, cfg: Optional[Config] = None, *,
     cfg.log = prog.log
     workloads = [WORKLOADS[n](cfg) for n in select(names)]
     plan = [(w, c) for w in workloads for c in w.cases()]
+    for w, c in plan:  # a workload-wide limit applies to its non-serial rows
+        if w.requires_python and c.kind != SERIAL and c.requires_python is None:
+            c.requires_python = tuple(w.requires_python)
+        if c.kind != SERIAL and c.unsupported is None:
+            c.unsupported = w.unsupported()
     out = Run(cfg=cfg, machine=machine_info(), workloads=workloads)
     t0 = time.perf_counter()
     for i, (_, case) in enumerate(plan, 1):
@@ -195,4 +214,5 @@ def run(names: Optional[Iterable[str]] = None, cfg: Optional[Config] = None, *,
     return out
 
 
-__all__ = ["Run", "run", "run_case", "derive", "select", "OK", "ERROR", "MISSING"]
+__all__ = ["Run", "run", "run_case", "derive", "select", "needs_python", "OK", "ERROR",
+           "MISSING", "UNSUPPORTED"]

@@ -6,6 +6,9 @@ measurement a row under it. Columns:
 =============  =============================================================
 time           best wall time of one run (all the items)
 per item       time / items, in the unit of the row (call, task, chunk)
+cores          CPU seconds this process used / wall seconds: ≈ N when N
+               threads really run in parallel; more than the work needs
+               means waiters spin instead of sleeping
 vs serial      serial time per item / this row's: > 1 means faster than
                doing the same work in the calling thread
 vs stdlib      the stdlib equivalent's time per item / this row's: > 1
@@ -20,13 +23,16 @@ import json
 import textwrap
 from typing import List, Optional, TextIO
 
-from .case import ERROR, MISSING, NOISY_CPUS, Result, format_seconds
+from .case import (ERROR, MISSING, NOISY_CPUS, UNSUPPORTED, Result, format_seconds, skip_text,
+                   needs_python)
+from .timing import SHORT_MAX_FACTOR
 
 ASCII = str.maketrans({"×": "x", "µ": "u", "✓": "ok", "✗": "MISS", "≤": "<=",
                        "≥": ">=", "≈": "~", "–": "-", "—": "-", "→": "->", "·": "-",
                        "†": "*", "…": "..."})
 
-HEADERS = ("workload / backend or peer", "time", "per item", "vs serial", "vs stdlib", "target")
+HEADERS = ("workload / backend or peer", "time", "per item", "cores", "vs serial", "vs stdlib",
+           "target")
 ERROR_WIDTH = 110
 NOTE_WIDTH = 100
 
@@ -43,6 +49,8 @@ def _target(r: Result) -> str:
         return t.text
     mark = "✓" if r.target_met else "✗"
     shown = f" ({t.show_value(r.target_value)})" if t.show_value and r.target_value else ""
+    if not r.target_met and t.relative and not shown and r.target_value is not None:
+        shown = f" ({r.target_value:.3f}×)"  # "1.80× ✗" next to "≥ 1.80×" needs the 3rd digit
     return f"{t.text}{shown} {mark}"
 
 
@@ -50,12 +58,15 @@ def _cells(r: Result) -> List[str]:
     label = "  " + r.case.subject
     if r.status == MISSING:
         return [label, "not installed"]
+    if r.status == UNSUPPORTED:
+        return [label, skip_text(r.case)]
     if r.status == ERROR:
         err = r.error if len(r.error) <= ERROR_WIDTH else r.error[: ERROR_WIDTH - 1] + "…"
         return [label, f"error: {err}"]
     per = f"{format_seconds(r.per_item)}/{r.case.unit}"
     time = format_seconds(r.best) + ("†" if r.noisy else " ")
-    return [label, time, per, _x(r.speedup), _x(r.ratio), _target(r)]
+    cores = "" if r.cores is None else f"{r.cores:.2f}"
+    return [label, time, per, cores, _x(r.speedup), _x(r.ratio), _target(r)]
 
 
 def _header_lines(run) -> List[str]:
@@ -72,7 +83,8 @@ def _header_lines(run) -> List[str]:
         f"gilfree bench — {cpus}{model}",
         f"  {m['python']} (GIL {m['gil']}), {m['platform']}, gilfree {m['gilfree']}",
         f"  workers={cfg.workers}{', quick' if cfg.quick else ''}; time = best of "
-        f"{cfg.repeat} run{'s' if cfg.repeat != 1 else ''} after 1 warm-up, gc disabled",
+        f"{cfg.repeat} run{'s' if cfg.repeat != 1 else ''} after 1 warm-up "
+        f"(rows under 50 ms: up to {cfg.repeat * SHORT_MAX_FACTOR}), gc disabled",
     ]
     if cfg.quick:
         lines.append("  --quick: small sizes and few runs, a smoke test; "
@@ -94,7 +106,7 @@ def render(run, ascii_only: bool = False) -> str:
     full = [c for c in rows if len(c) == len(HEADERS)] + [list(HEADERS)]
     widths = [max(len(c[i]) for c in full) for i in range(len(HEADERS))]
     widths[-1] = max(widths[-1], len(HEADERS[-1]))
-    right = {1, 2, 3, 4}
+    right = {1, 2, 3, 4, 5}
 
     def fmt(cells: List[str]) -> str:
         if len(cells) == 1:
@@ -118,6 +130,8 @@ def render(run, ascii_only: bool = False) -> str:
 
 def _footnotes(run) -> List[str]:
     notes = [
+        "cores = CPU time of this process / wall time (≈N: N threads busy; more than the work "
+        "needs: waiters spinning).",
         "vs serial = serial time per item / this row's (>1: faster than the calling thread alone);",
         "vs stdlib = the stdlib equivalent's time per item / this row's (>1: faster than the stdlib).",
     ]
@@ -148,7 +162,9 @@ def _summary(run) -> str:
     met = sum(1 for r in checked if r.target_met)
     parts = [f"{len(results)} rows in {run.seconds:.0f} s"]
     if checked:
-        parts.append(f"targets met {met}/{len(checked)}")
+        suspect = sum(1 for r in checked if not r.target_met and r.target_suspect)
+        parts.append(f"targets met {met}/{len(checked)}" +
+                     (f" ({suspect} of the misses measured with † rows)" if suspect else ""))
     if run.errors:
         parts.append(f"{len(run.errors)} error row{'s' if len(run.errors) != 1 else ''}")
     if run.interrupted:
@@ -174,11 +190,13 @@ def to_json(run) -> dict:
             "group": c.group, "subject": c.subject, "kind": c.kind, "key": c.key,
             "status": r.status, "error": r.error or None,
             "items": r.items, "unit": c.unit,
-            "times_s": r.times, "foreign_cpus": r.loads, "noisy": r.noisy, "best_s": r.best, "median_s": r.median,
+            "times_s": r.times, "foreign_cpus": r.loads,
+            "process_cpu_s": r.cpu, "cores": r.cores, "noisy": r.noisy, "best_s": r.best, "median_s": r.median,
             "per_item_s": r.per_item, "speedup_vs_serial": r.speedup,
             "ratio_vs_stdlib": r.ratio, "speedup_to": c.speedup_to, "ratio_to": c.ratio_to,
             "target": c.target.text if c.target else None,
             "target_value": r.target_value, "target_met": r.target_met,
+            "target_suspect": r.target_suspect,
         })
     cfg = run.cfg
     return {

@@ -17,6 +17,7 @@ from __future__ import annotations
 import gc
 import os
 import time
+from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional, Tuple
 
 from .case import NOISY_CPUS, Timed
@@ -25,6 +26,11 @@ from .case import NOISY_CPUS, Timed
 # Retries stop once a row has spent this long in timed runs: on a machine
 # that stays busy they cannot help, and must not make the run take 10 minutes.
 RETRY_BUDGET_S = 3.0
+# Rows faster than SHORT_RUN_S get extra runs until they have spent
+# SHORT_BUDGET_S (at most SHORT_MAX_FACTOR × repeat runs in all).
+SHORT_RUN_S = 0.05
+SHORT_BUDGET_S = 0.25
+SHORT_MAX_FACTOR = 5
 _MIN_WALL_FOR_LOAD = 0.02  # shorter runs are a couple of clock ticks: no signal
 
 
@@ -75,8 +81,32 @@ def _meter() -> CpuMeter:
     return _METER
 
 
-def measure(body: Any, repeat: int) -> Tuple[List[float], List[Optional[float]]]:
+@dataclass
+class Runs:
+    """What :func:`measure` saw, one entry per timed run."""
+
+    times: List[float] = field(default_factory=list)  # wall seconds
+    loads: List[Optional[float]] = field(default_factory=list)  # CPUs used by others
+    cpu: List[float] = field(default_factory=list)  # CPU seconds of this process
+
+
+def _process_cpu() -> float:
+    """CPU seconds used so far by this process, all threads (µs resolution)."""
+    try:
+        import resource
+
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+    except ImportError:  # not POSIX
+        return time.process_time()
+
+
+def measure(body: Any, repeat: int) -> Runs:
     """Warm up once, then time ``repeat`` runs of ``body``.
+
+    Runs shorter than :data:`SHORT_RUN_S` are repeated more (up to
+    ``SHORT_MAX_FACTOR * repeat`` runs within :data:`SHORT_BUDGET_S`): for a
+    5 ms row, best of 3 is mostly jitter.
 
     If the fastest run was disturbed by other processes (see
     :data:`NOISY_CPUS`), up to ``repeat`` extra runs are made, stopping at the
@@ -89,8 +119,9 @@ def measure(body: Any, repeat: int) -> Tuple[List[float], List[Optional[float]]]
         repeat: number of timed runs (>= 1).
 
     Returns:
-        ``(times, loads)``: the wall-clock seconds of each timed run, and the
-        foreign CPU load during each (None where unknown).
+        The wall-clock seconds of each timed run, the foreign CPU load
+        during each (None where unknown), and this process's CPU seconds
+        (all threads: CPU seconds / wall > workers would mean spinning).
     """
     if isinstance(body, Timed):
         run, warm = body.run, body.warm or body.run
@@ -98,24 +129,32 @@ def measure(body: Any, repeat: int) -> Tuple[List[float], List[Optional[float]]]
         run = warm = body
     meter = _meter()
     warm()
-    times: List[float] = []
-    loads: List[Optional[float]] = []
+    runs = Runs()
+    times, loads = runs.times, runs.loads
 
     def once() -> None:
         gc.collect()
         before = meter.sample() if meter.ok else None
+        c0 = _process_cpu()
         t0 = time.perf_counter()
         out = run()
         t1 = time.perf_counter()
+        c1 = _process_cpu()
         after = meter.sample() if meter.ok else None
         del out  # freeing 100k results is not what is being measured
         times.append(t1 - t0)
         loads.append(meter.foreign(before, after, t1 - t0))
+        runs.cpu.append(c1 - c0)
 
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         for _ in range(max(1, repeat)):
+            once()
+        # short rows are dominated by jitter (a wake-up, a cache miss is 10%
+        # of 5 ms): give them more runs, timeit-style, within a small budget
+        while min(times) < SHORT_RUN_S and sum(times) < SHORT_BUDGET_S \
+                and len(times) < SHORT_MAX_FACTOR * repeat:
             once()
         for _ in range(max(1, repeat)):
             best_load = loads[times.index(min(times))]
@@ -125,7 +164,7 @@ def measure(body: Any, repeat: int) -> Tuple[List[float], List[Optional[float]]]
     finally:
         if was_enabled:
             gc.enable()
-    return times, loads
+    return runs
 
 
 def time_once(fn: Callable[[], Any]) -> float:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Callable, List
+from typing import Callable, List, Optional
 
 from ..case import Case
 
@@ -80,9 +80,16 @@ class Workload:
     name = ""
     title = ""
     about = ""
+    # (major, minor): on an older Python every row of this workload that is
+    # not serial is skipped ("needs Python X.Y+"), not counted as an error
+    requires_python = None
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
+
+    def unsupported(self) -> Optional[str]:
+        """Why this workload's non-serial rows cannot run here, or None."""
+        return None
 
     def cases(self) -> List[Case]:
         raise NotImplementedError
