@@ -28,7 +28,6 @@ import sys
 from typing import Any
 
 from . import _core
-from ._futures import Future
 
 __all__ = ["address", "submit", "parallel_for", "workers"]
 
@@ -108,11 +107,19 @@ def _argument(arg: Any) -> tuple[int, Any]:
     return _core._buffer_address(view), view
 
 
-def submit(func: Any, arg: Any = None) -> Future:
-    """Run ``int64_t func(void *arg)`` on a native worker; a Future of its
-    return value (a Python int)."""
+def _normalize(func: Any, arg: Any) -> tuple[int, int, Any]:
+    """(func address, arg address, object to keep alive) for ``submit``,
+    whose C entry point takes plain int addresses itself and hands
+    everything else here."""
     address_, keepalive = _argument(arg)
-    return _core._native_submit(address(func), address_, keepalive)
+    return address(func), address_, keepalive
+
+
+#: ``submit(func, arg=None) -> Future``: run ``int64_t func(void *arg)`` on a
+#: native worker; a Future of its return value (a Python int). Implemented in
+#: C (``_core.native_submit``) so that submitting costs no Python frame.
+submit = _core.native_submit
+_core._set_native_normalize(_normalize)
 
 
 def parallel_for(func: Any, n: int, arg: Any = None, *,

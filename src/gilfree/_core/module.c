@@ -125,6 +125,7 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->cf_logger);
     Py_VISIT(st->rlock_type);
     Py_VISIT(st->worker_hooks);
+    Py_VISIT(st->native_normalize);
     Py_VISIT(st->interp_executor_type);
     Py_VISIT(st->broken_interp_pool);
     Py_VISIT(st->interp_codec);
@@ -145,6 +146,7 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->cf_logger);
     Py_CLEAR(st->rlock_type);
     Py_CLEAR(st->worker_hooks);
+    Py_CLEAR(st->native_normalize);
     Py_CLEAR(st->interp_executor_type);
     Py_CLEAR(st->broken_interp_pool);
     Py_CLEAR(st->interp_codec);

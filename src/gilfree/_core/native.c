@@ -49,17 +49,91 @@ static void *as_pointer(PyObject *value, const char *what, int allow_null)
     return p;
 }
 
-/* _native_submit(fn, arg, keepalive, /) -> Future */
+static PyObject *submit_call(module_state *st, PyObject *func,
+                             PyObject *arg_address, PyObject *keepalive);
+
+/* _native_submit(fn, arg, keepalive, /) -> Future: addresses already
+ * checked by gilfree.native. */
 static PyObject *native_submit(PyObject *module, PyObject *const *args,
                                Py_ssize_t nargs)
 {
     if (nargs != 3)
         return PyErr_Format(PyExc_TypeError, "expected 3 arguments");
+    return submit_call(state_of_module(module), args[0], args[1], args[2]);
+}
+
+/* An address given as a plain int: a positive one that fits a pointer (the
+ * arg may be 0).  Anything else is left to the Python normaliser. */
+static int is_plain_address(PyObject *value, int allow_zero)
+{
+    if (!PyLong_CheckExact(value))
+        return 0;
+    int overflow;
+    long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
+    return !overflow && (v > 0 || (allow_zero && v == 0));
+}
+
+/* submit(func, arg=None) -> Future, gilfree.native.submit itself: plain
+ * int addresses are taken here; ctypes and cffi objects and buffers go
+ * through gilfree.native._normalize (registered at import), which checks
+ * them and returns (func address, arg address, object to keep alive). */
+static PyObject *native_submit_public(PyObject *module, PyObject *const *args,
+                                      Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const usage = "submit(func, arg=None)";
+    PyObject *func = nargs > 0 ? args[0] : NULL;
+    PyObject *arg = nargs > 1 ? args[1] : Py_None;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, k);
+        if (PyUnicode_CompareWithASCIIString(name, "func") == 0 && !func)
+            func = args[nargs + k];
+        else if (PyUnicode_CompareWithASCIIString(name, "arg") == 0 && nargs < 2)
+            arg = args[nargs + k];
+        else
+            return PyErr_Format(PyExc_TypeError,
+                                "%s got an unexpected keyword argument %R",
+                                usage, name);
+    }
+    if (!func || nargs > 2)
+        return PyErr_Format(PyExc_TypeError, "%s takes 1 or 2 arguments", usage);
     module_state *st = state_of_module(module);
-    gilfree_task_fn fn = (gilfree_task_fn)as_pointer(args[0], "func", 0);
+    if (is_plain_address(func, 0) && (arg == Py_None || is_plain_address(arg, 1))) {
+        PyObject *zero = arg == Py_None ? PyLong_FromLong(0) : Py_NewRef(arg);
+        PyObject *f = zero ? submit_call(st, func, zero, Py_None) : NULL;
+        Py_XDECREF(zero);
+        return f;
+    }
+    if (!st->native_normalize)
+        return PyErr_Format(PyExc_RuntimeError, "gilfree.native is not imported");
+    PyObject *parts = PyObject_CallFunctionObjArgs(st->native_normalize, func,
+                                                   arg, NULL);
+    if (!parts)
+        return NULL;
+    PyObject *f = NULL;
+    if (PyTuple_Check(parts) && PyTuple_GET_SIZE(parts) == 3)
+        f = submit_call(st, PyTuple_GET_ITEM(parts, 0),
+                        PyTuple_GET_ITEM(parts, 1), PyTuple_GET_ITEM(parts, 2));
+    else
+        PyErr_SetString(PyExc_TypeError, "_normalize must return a 3-tuple");
+    Py_DECREF(parts);
+    return f;
+}
+
+static PyObject *set_native_normalize(PyObject *module, PyObject *fn)
+{
+    module_state *st = state_of_module(module);
+    Py_XSETREF(st->native_normalize, Py_NewRef(fn));
+    Py_RETURN_NONE;
+}
+
+static PyObject *submit_call(module_state *st, PyObject *func,
+                             PyObject *arg_address, PyObject *keepalive)
+{
+    gilfree_task_fn fn = (gilfree_task_fn)as_pointer(func, "func", 0);
     if (!fn)
         return NULL;
-    void *arg = as_pointer(args[1], "arg", 1);
+    void *arg = as_pointer(arg_address, "arg", 1);
     if (PyErr_Occurred())
         return NULL;
     gf_pool *pool;
@@ -67,7 +141,7 @@ static PyObject *native_submit(PyObject *module, PyObject *const *args,
         return NULL;
     FutureObject *f = gf_foreign_new(st, sizeof(native_call), &native_ops,
                                      run_native,
-                                     args[2] == Py_None ? NULL : args[2]);
+                                     keepalive == Py_None ? NULL : keepalive);
     if (!f)
         return NULL;
     native_call *nc = (native_call *)f->foreign;
@@ -245,6 +319,16 @@ static PyMethodDef native_functions[] = {
      METH_FASTCALL,
      "_native_submit($module, fn, arg, keepalive, /)\n--\n\n"
      "Queue int64_t fn(void *arg) on the native pool; return a Future."},
+    {"native_submit", (PyCFunction)(void (*)(void))native_submit_public,
+     METH_FASTCALL | METH_KEYWORDS,
+     "submit($module, /, func, arg=None)\n--\n\n"
+     "Run int64_t func(void *arg) on a native worker with no GIL; a Future\n"
+     "of its return value (a Python int).  func: a ctypes or cffi function\n"
+     "pointer or an int address; arg: None, an int address, a ctypes object\n"
+     "or a contiguous buffer (kept alive and pinned until the call is done)."},
+    {"_set_native_normalize", set_native_normalize, METH_O,
+     "_set_native_normalize($module, fn, /)\n--\n\n"
+     "fn(func, arg) -> (func address, arg address, keepalive)."},
     {"_native_parallel_for", (PyCFunction)(void (*)(void))native_parallel_for,
      METH_FASTCALL,
      "_native_parallel_for($module, fn, n, arg, chunksize, /)\n--\n\n"

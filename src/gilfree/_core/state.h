@@ -34,6 +34,7 @@ typedef struct module_state {
     PyObject *cf_logger;             /* concurrent.futures' LOGGER */
     PyObject *rlock_type;            /* _thread.RLock */
     PyObject *worker_hooks;          /* (started(name), stopping()) or None */
+    PyObject *native_normalize;      /* gilfree.native._normalize */
 
     /* Our callers that are waiting for a result with the GIL released: a
      * worker about to take the GIL spins briefly while this is 0 (the GIL
