@@ -141,6 +141,18 @@ class FuturesBehaviour(PoolCase):
         assert len(done) == n
         assert [f.result() for f in futures] == [i * i for i in range(n)]
 
+    def test_wait_and_as_completed_never_miss_a_completion(self):
+        # Futures finish on other threads while concurrent.futures.wait and
+        # as_completed hold every future's lock and read its state: a state
+        # that changed between their reads was once lost. A race, so repeat.
+        pool = self.make_pool(workers=2)
+        for _ in range(6):
+            futures = [pool.submit(tasks.square, i) for i in range(3000)]
+            done, not_done = cf.wait(futures, timeout=T * 2)
+            assert not not_done and len(done) == len(futures)
+            futures = [pool.submit(tasks.square, i) for i in range(3000)]
+            assert len(set(cf.as_completed(futures, timeout=T * 2))) == len(futures)
+
     def test_submitting_from_many_threads_at_once(self):
         pool = self.make_pool()
         per_thread, n_threads = 2000, 4
