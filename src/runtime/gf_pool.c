@@ -257,13 +257,12 @@ static void stop_spinning(gf_worker *w)
 }
 
 /* No work was found: spin, then park, until there is work (returned) or
- * the pool is shut down and drained (NULL). */
-static gf_task *idle(gf_worker *w)
+ * the pool is shut down and drained (NULL).  The caller has already
+ * counted this worker in nspinning; `spinners` is the count before it. */
+static gf_task *idle(gf_worker *w, int spinners)
 {
     gf_pool *p = w->pool;
     gf_worker_release_hold(w);
-    int spinners = atomic_fetch_add_explicit(&p->nspinning, 1,
-                                             memory_order_seq_cst);
     for (;;) {
         /* Enough others spin already: go straight to the final check and
          * park (still counted as a spinner until then, see wake_one). */
@@ -305,6 +304,27 @@ static gf_task *idle(gf_worker *w)
     }
 }
 
+/* The next task, local work first.  Before looking at shared queues the
+ * worker counts itself as a spinner: a submit racing with the end of the
+ * task just run then sees somebody looking for work and neither wakes nor
+ * starts another worker (one atomic, paid only when local work runs out). */
+static gf_task *next_task(gf_worker *w)
+{
+    gf_task *t = gf_deque_pop(&w->deque);
+    if (t)
+        return t;
+    int spinners = atomic_fetch_add_explicit(&w->pool->nspinning, 1,
+                                             memory_order_seq_cst);
+    t = take_from_injector(w);
+    if (!t)
+        t = steal(w);
+    if (t) {
+        stop_spinning(w);
+        return t;
+    }
+    return idle(w, spinners);
+}
+
 static void *worker_main(void *arg)
 {
     gf_worker *w = arg;
@@ -316,17 +336,14 @@ static void *worker_main(void *arg)
     pthread_setname_np(pthread_self(), name);
 
     if (!p->hooks.on_start || p->hooks.on_start(w, p->hooks.ctx) == 0) {
-        gf_task *t = find_work(w);
-        for (;;) {
-            if (!t && !(t = idle(w)))
-                break;
+        gf_task *t;
+        while ((t = next_task(w)) != NULL) {
             /* relaxed: only read by gf_pool_after_fork_child, in a child
              * whose only thread forked while holding a lock (the GIL, for
              * the extension) that also covers this store. */
             atomic_store_explicit(&w->current, t, memory_order_relaxed);
             t->run(t, w);
             atomic_store_explicit(&w->current, NULL, memory_order_relaxed);
-            t = find_work(w);
         }
         gf_worker_release_hold(w);
         if (p->hooks.on_stop)
