@@ -502,20 +502,9 @@ static void park_drained(gf_task *t, void *arg)
 
 static int reap(interp_core *core, int block)
 {
-    int rc;
-    if (block) {
-        do {
-            Py_BEGIN_ALLOW_THREADS
-            rc = gf_pool_join(core->pool, -1);
-            Py_END_ALLOW_THREADS
-            if (rc == GF_EINTR && PyErr_CheckSignals() < 0)
-                return -1;
-        } while (rc == GF_EINTR);
-    } else {
-        rc = gf_pool_join(core->pool, 0);
-    }
+    int rc = gf_join_pool(core->pool, block);
     if (rc != 0)
-        return 0;
+        return rc < 0 ? -1 : 0;
     module_state *st = core->st;
     if (core->owner)
         core->owner->core = NULL;

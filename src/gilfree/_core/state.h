@@ -93,6 +93,12 @@ PyObject *gf_fetch_exception(void);
  * with an exception set (a signal handler raised). */
 int gf_wait_completion(module_state *st, gf_completion *c, double timeout);
 
+/* Join the workers of a shut-down pool the same way: block with the GIL
+ * released and run signal handlers on EINTR, or (block == 0) only check.
+ * 0 when every worker has exited, 1 if some still run, -1 with an
+ * exception set (a signal handler raised). */
+int gf_join_pool(gf_pool *pool, int block);
+
 /* Type registration (one function per file). */
 int gf_future_register(PyObject *module, module_state *st);
 int gf_executor_register(PyObject *module, module_state *st);

@@ -68,3 +68,19 @@ int gf_wait_completion(module_state *st, gf_completion *c, double timeout)
         }
     }
 }
+
+int gf_join_pool(gf_pool *pool, int block)
+{
+    if (!block)
+        return gf_pool_join(pool, 0) == 0 ? 0 : 1;
+    for (;;) {
+        int rc;
+        Py_BEGIN_ALLOW_THREADS
+        rc = gf_pool_join(pool, -1);
+        Py_END_ALLOW_THREADS
+        if (rc != GF_EINTR)
+            return rc == 0 ? 0 : 1;
+        if (PyErr_CheckSignals() < 0)
+            return -1;
+    }
+}
