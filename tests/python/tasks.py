@@ -179,3 +179,24 @@ def reset_init_state():
 
 def init_fail():
     raise RuntimeError("initializer failed on purpose")
+
+
+def wait_for_child(pid, timeout=30.0):
+    """In a test script that forked: wait for the child and print its exit
+    code; if it hangs, kill it, say so and exit 1 (a hung child must fail
+    the test, not hang the run)."""
+    import signal
+    import sys
+
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            print("child exit code", os.waitstatus_to_exitcode(status))
+            return
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            print("CHILD HUNG")
+            sys.exit(1)
+        time.sleep(0.01)

@@ -215,18 +215,7 @@ class LifecycleBehaviour(SubprocessCase):
                 finally:
                     sys.stdout.flush()
                 sys.exit(status)  # through the normal interpreter exit
-            deadline = time.monotonic() + 30
-            while True:
-                done, wstatus = os.waitpid(pid, os.WNOHANG)
-                if done:
-                    break
-                if time.monotonic() > deadline:
-                    os.kill(pid, signal.SIGKILL)
-                    os.waitpid(pid, 0)
-                    print("CHILD HUNG")
-                    sys.exit(1)
-                time.sleep(0.01)
-            print("child exit code", os.waitstatus_to_exitcode(wstatus))
+            tasks.wait_for_child(pid)
             gate.set()
             print("parent", running.result(timeout=15), queued.result(timeout=15))
             pool.shutdown(wait=True)

@@ -367,18 +367,8 @@ def test_fork_after_the_native_pool_started(run_python, library_path):
             finally:
                 sys.stdout.flush()
             sys.exit(0)
-        deadline = time.monotonic() + 30
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                print("CHILD HUNG")
-                sys.exit(1)
-            time.sleep(0.01)
-        print("child exit code", os.waitstatus_to_exitcode(status))
+        import tasks
+        tasks.wait_for_child(pid)
         print("parent after", filled(100_000))
     """), timeout=60)
     assert proc.returncode == 0, describe(proc)
