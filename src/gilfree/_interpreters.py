@@ -5,7 +5,7 @@ Each worker is a C thread that owns a sub-interpreter with its own GIL
 and results cross as pickled bytes (``pickle``, or ``cloudpickle`` for what
 plain pickle refuses: lambdas, closures, functions of a REPL session);
 nothing else is shared between interpreters. See ``_core/interp.c`` and
-``_interp_worker.py``, and ``shared/notes/subinterpreters.md`` for the
+``_worker.py``, and ``shared/notes/subinterpreters.md`` for the
 CPython bugs the code below works around.
 
 What a task may do differs from threads, since it runs in another
@@ -135,7 +135,7 @@ def _dumps_any(obj: Any) -> bytes:
 
 
 def _rebuild(encoded: tuple) -> BaseException:
-    """The exception a worker encoded (_interp_worker._encode), re-made here
+    """The exception a worker encoded (_worker._encode), re-made here
     with the worker's traceback as its ``__cause__``."""
     blob, tb, desc = encoded
     exc = None
@@ -177,10 +177,18 @@ def _install_codec() -> None:
             dumps = cloudpickle.dumps
         except ImportError:
             pass
-    _core._interp_set_codec((dumps, _fallback_dumps, pickle.loads, _rebuild))
+    _core._remote_set_codec(_core.REMOTE_INTERPRETERS,
+                            (dumps, _fallback_dumps, pickle.loads, _rebuild, _failure))
 
 
-with open(os.path.join(os.path.dirname(__file__), "_interp_worker.py"), "rb") as _f:
+def _failure(status: str, message: str, code: int) -> BaseException:
+    """The exception for a call that did not come back pickled (remote.c)."""
+    if status == "broken":
+        return BrokenInterpreterPool(message)
+    return RuntimeError(message)
+
+
+with open(os.path.join(os.path.dirname(__file__), "_worker.py"), "rb") as _f:
     _WORKER_SOURCE = _f.read()
 
 
@@ -233,14 +241,8 @@ def _check_available() -> None:
 
 # -- the executor -------------------------------------------------------------------
 
-# On 3.11 there is no _core.InterpExecutor: the class exists, __new__ says why
-# it cannot be used.
-_BASES: tuple[type, ...] = ((_core.InterpExecutor, concurrent.futures.Executor)
-                            if hasattr(_core, "InterpExecutor")
-                            else (concurrent.futures.Executor,))
-
-
-class InterpreterPoolExecutor(*_BASES):  # type: ignore[misc]
+# On 3.11 the class exists; __new__ says why it cannot be used.
+class InterpreterPoolExecutor(_core.RemoteExecutor, concurrent.futures.Executor):  # type: ignore[misc]
     """Python 3.14's :class:`concurrent.futures.InterpreterPoolExecutor`, on 3.12+.
 
     Each worker runs its calls in its own sub-interpreter with its own GIL,
@@ -282,7 +284,8 @@ class InterpreterPoolExecutor(*_BASES):  # type: ignore[misc]
         init = pickle.dumps((list(sys.path), _main_file(), init_blob), 5)
         prefix = thread_name_prefix or (
             f"InterpreterPoolExecutor-{_core._next_executor_number()}")
-        return super().__new__(cls, max_workers, prefix, init, _WORKER_SOURCE)
+        return super().__new__(cls, _core.REMOTE_INTERPRETERS, max_workers, prefix,
+                               init, _WORKER_SOURCE)
 
     def map(  # type: ignore[override]
         self,
@@ -590,5 +593,4 @@ class _MapIterator:
                 pass
 
 
-if hasattr(_core, "_interp_set_codec"):
-    _install_codec()
+_install_codec()

@@ -38,27 +38,30 @@ def install() -> None:
         os.register_at_fork(after_in_child=_core._after_fork_child)
     except RuntimeError:  # pragma: no cover - not allowed in this interpreter
         pass
-    if hasattr(_core, "_interp_shutdown_all"):
-        _install_interpreters()
+    _install_remote()
 
 
-def _install_interpreters() -> None:
-    """The interpreters backend (Python 3.12+), shared/notes/subinterpreters.md P7/P8.
+def _install_remote() -> None:
+    """The interpreters (Python 3.12+, shared/notes/subinterpreters.md P7/P8)
+    and processes backends.
 
     - Exit: registered after ``_shutdown_all``, so it runs first (threading
-      calls these in reverse): queued work completes and every worker ends its
-      interpreter while the runtime is whole. 3.12 aborts, and 3.13.0 may
-      crash, if the process exits with live sub-interpreters.
+      calls these in reverse): queued work completes, every worker ends its
+      interpreter while the runtime is whole (3.12 aborts, and 3.13.0 may
+      crash, if the process exits with live sub-interpreters), and every
+      worker process exits.
     - Fork: a fork while sub-interpreters live kills the child, so before a
       fork the running tasks finish, the workers end their interpreters and
       exit, and the queued tasks wait; after it the parent's pools start
       workers again on demand (and run what waited), the child's start fresh.
       A fork therefore waits for the running tasks of every interpreter pool.
+      Worker processes live on in the parent; the child forgets them and
+      starts its own on demand.
     """
-    threading._register_atexit(_core._interp_shutdown_all)  # type: ignore[attr-defined]
+    threading._register_atexit(_core._remote_shutdown_all)  # type: ignore[attr-defined]
     try:
-        os.register_at_fork(before=_core._interp_before_fork,
-                            after_in_parent=_core._interp_after_fork_parent,
-                            after_in_child=_core._interp_after_fork_child)
+        os.register_at_fork(before=_core._remote_before_fork,
+                            after_in_parent=_core._remote_after_fork_parent,
+                            after_in_child=_core._remote_after_fork_child)
     except RuntimeError:  # pragma: no cover - not allowed in this interpreter
         pass

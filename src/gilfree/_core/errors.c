@@ -49,3 +49,29 @@ PyObject *gf_fetch_exception(void)
     return value;
 #endif
 }
+
+void gf_restore_exception(PyObject *exc)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    PyObject *type = Py_NewRef((PyObject *)Py_TYPE(exc));
+    PyErr_Restore(type, exc, PyException_GetTraceback(exc));
+#endif
+}
+
+char *gf_exception_text(const char *prefix)
+{
+    PyObject *exc = gf_fetch_exception();
+    PyObject *s = exc ? PyObject_Str(exc) : NULL;
+    const char *msg = s ? PyUnicode_AsUTF8(s) : NULL;
+    const char *type = exc ? Py_TYPE(exc)->tp_name : "unknown error";
+    PyErr_Clear();
+    size_t n = strlen(prefix) + strlen(type) + (msg ? strlen(msg) : 0) + 8;
+    char *text = malloc(n);
+    if (text)
+        snprintf(text, n, "%s%s: %s", prefix, type, msg ? msg : "?");
+    Py_XDECREF(s);
+    Py_XDECREF(exc);
+    return text;
+}

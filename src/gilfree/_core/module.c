@@ -104,7 +104,9 @@ static int module_exec(PyObject *module)
         || !(st->mp_timeout_error = make_timeout_error()))
         return -1;
     /* After broken_thread_pool: BrokenInterpreterPool subclasses it. */
-    if (gf_interp_register(module, st) < 0)
+    if (gf_interp_register(module, st) < 0
+        || gf_remote_register(module, st) < 0
+        || gf_proc_register(module, st) < 0)
         return -1;
     if (PyModule_AddObjectRef(module, "TimeoutError", st->mp_timeout_error) < 0)
         return -1;
@@ -126,9 +128,11 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->rlock_type);
     Py_VISIT(st->worker_hooks);
     Py_VISIT(st->native_normalize);
-    Py_VISIT(st->interp_executor_type);
+    Py_VISIT(st->remote_executor_type);
+    Py_VISIT(st->shared_buffer_type);
     Py_VISIT(st->broken_interp_pool);
-    Py_VISIT(st->interp_codec);
+    Py_VISIT(st->remote_codec[0]);
+    Py_VISIT(st->remote_codec[1]);
     return 0;
 }
 
@@ -147,9 +151,11 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->rlock_type);
     Py_CLEAR(st->worker_hooks);
     Py_CLEAR(st->native_normalize);
-    Py_CLEAR(st->interp_executor_type);
+    Py_CLEAR(st->remote_executor_type);
+    Py_CLEAR(st->shared_buffer_type);
     Py_CLEAR(st->broken_interp_pool);
-    Py_CLEAR(st->interp_codec);
+    Py_CLEAR(st->remote_codec[0]);
+    Py_CLEAR(st->remote_codec[1]);
     return 0;
 }
 
@@ -169,7 +175,7 @@ static void module_free(void *module)
     for (executor_core *c = st->cores; c; c = c->next)
         gf_pool_shutdown(c->pool);
     st->cores = NULL;
-    gf_interp_module_free(st);
+    gf_remote_module_free(st);
     (void)module_clear(module);
 }
 

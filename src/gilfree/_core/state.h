@@ -56,11 +56,12 @@ typedef struct module_state {
 
     struct executor_core *cores;     /* every live executor core */
 
-    /* The interpreters backend (interp.c). */
-    PyTypeObject *interp_executor_type;  /* _core.InterpExecutor */
+    /* The interpreters and processes backends (remote.h). */
+    PyTypeObject *remote_executor_type;  /* _core.RemoteExecutor */
+    PyTypeObject *shared_buffer_type;    /* _core.SharedBuffer */
     PyObject *broken_interp_pool;    /* gilfree.BrokenInterpreterPool */
-    PyObject *interp_codec;          /* (dumps, fallback, loads, rebuild) */
-    struct interp_core *interp_cores;  /* every live interpreter pool */
+    PyObject *remote_codec[2];       /* per remote_kind, see remote.c */
+    struct remote_core *remote_cores;  /* every live remote pool */
     int executor_counter;            /* default thread name prefixes */
 } module_state;
 
@@ -85,6 +86,11 @@ PyObject *gf_raise(int err, const char *what);
 /* Exceptions: fetch the current one as a single object, with its
  * traceback attached (PyErr_GetRaisedException from 3.12). */
 PyObject *gf_fetch_exception(void);
+/* Make exc (a new reference, stolen) the current exception. */
+void gf_restore_exception(PyObject *exc);
+/* The current exception as a malloc'd "<prefix>Type: message" C string
+ * (NULL: out of memory); clears it. */
+char *gf_exception_text(const char *prefix);
 
 /* The CPython recipe for a blocking wait on a completion: try without
  * releasing the GIL, then release it, spin briefly, sleep, wake on signals
@@ -106,7 +112,9 @@ int gf_mapiter_register(PyObject *module, module_state *st);
 int gf_native_register(PyObject *module, module_state *st);
 int gf_demo_register(PyObject *module);
 int gf_interp_register(PyObject *module, module_state *st);
-void gf_interp_module_free(module_state *st);
+int gf_remote_register(PyObject *module, module_state *st);
+int gf_proc_register(PyObject *module, module_state *st);
+void gf_remote_module_free(module_state *st);
 void gf_foreign_drain_graveyard(module_state *st);
 int gf_foreign_quiesce(module_state *st);
 void gf_foreign_after_fork_child(module_state *st);
