@@ -3,7 +3,9 @@
 A C engine behind the APIs you know: :class:`ThreadPoolExecutor` (a drop-in
 for the stdlib's), :class:`Pool` (``concurrent.futures`` and
 ``multiprocessing.Pool`` vocabularies in one object, several backends),
-:class:`Future` (a ``concurrent.futures.Future`` that is also awaitable), and
+:class:`ProcessPoolExecutor` and :class:`InterpreterPoolExecutor` for pure
+Python on every core, :class:`Future` (a ``concurrent.futures.Future`` that
+is also awaitable), and
 :mod:`gilfree.native` for C functions that run with no GIL at all.
 """
 
@@ -18,14 +20,16 @@ from ._executor import ThreadPoolExecutor
 from ._futures import Future
 from ._interpreters import BrokenInterpreterPool, InterpreterPoolExecutor
 from ._pool import BACKENDS, Pool
+from ._processes import BrokenProcessPool, ProcessPoolExecutor, WorkerCrashedError
 from . import demo, native
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BACKENDS", "BrokenInterpreterPool", "BrokenThreadPool", "Future",
-    "InterpreterPoolExecutor", "Pool", "ThreadPoolExecutor",
-    "TimeoutError", "demo", "get_include", "native",
+    "BACKENDS", "BrokenInterpreterPool", "BrokenProcessPool", "BrokenThreadPool",
+    "Future", "InterpreterPoolExecutor", "Pool", "ProcessPoolExecutor",
+    "ThreadPoolExecutor", "TimeoutError", "WorkerCrashedError", "demo",
+    "get_include", "native",
 ]
 
 

@@ -55,8 +55,8 @@ def _install_remote() -> None:
       exit, and the queued tasks wait; after it the parent's pools start
       workers again on demand (and run what waited), the child's start fresh.
       A fork therefore waits for the running tasks of every interpreter pool.
-      Worker processes live on in the parent; the child forgets them and
-      starts its own on demand.
+      Worker processes go on serving the parent; in the child, the parent's
+      process pools are broken (a new pool there works).
     """
     threading._register_atexit(_core._remote_shutdown_all)  # type: ignore[attr-defined]
     try:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -12,6 +10,7 @@ from . import _core
 from . import _interpreters
 from ._executor import ThreadPoolExecutor
 from ._futures import Future
+from ._processes import ProcessPoolExecutor
 
 _T = TypeVar("_T")
 
@@ -21,7 +20,7 @@ __all__ = ["Pool", "BACKENDS", "PoolNotRunningError"]
 BACKENDS = {
     "threads": True,
     "interpreters": _interpreters.available(),
-    "processes": False,
+    "processes": True,
     "ray": False,
     "auto": True,
 }
@@ -56,16 +55,10 @@ def _check_backend(backend: str) -> None:
 
 def _resolve_auto() -> str:
     """``backend="auto"``: interpreters where they are safe on this Python,
-    else processes (not in this release), else threads with a warning."""
+    else processes."""
     if _interpreters.available() and _interpreters.safe_by_default():
         return "interpreters"
-    why = _interpreters.unavailable_reason() or (
-        f"Python {sys.version.split()[0]} has sub-interpreter crash bugs "
-        f"(see gilfree's docs; backend='interpreters' still opts in)")
-    warnings.warn(
-        f"gilfree.Pool(backend='auto') runs on threads here: {why}; threads give no "
-        f"speed-up to pure-Python code", RuntimeWarning, stacklevel=3)
-    return "threads"
+    return "processes"
 
 
 def _lazy_window(iterable: Iterable[Any], chunksize: int, workers: int) -> int:
@@ -85,14 +78,16 @@ class Pool:
         backend: Where calls run: ``"threads"``; ``"interpreters"`` (Python
             3.12+: one sub-interpreter with its own GIL per worker, so pure
             Python runs in parallel; calls and results must pickle);
-            ``"auto"`` (interpreters where this Python's sub-interpreters
-            are safe, else threads with a warning); later ``"processes"``,
-            ``"ray"``.
+            ``"processes"`` (worker processes fed through shared memory:
+            pure Python in parallel on any Python; calls and results must
+            pickle); ``"auto"`` (interpreters where this Python's
+            sub-interpreters are safe, else processes); later ``"ray"``.
         initializer: Called with ``*initargs`` in each worker first.
         initargs: Arguments for ``initializer``.
-        maxtasksperchild: Accepted for ``multiprocessing`` compatibility
-            (positive int or None). The threads backend does not recycle its
-            workers: a thread owns no memory that a restart would free.
+        maxtasksperchild: Each worker process runs at most this many calls
+            (a map chunk counts as one) before it is replaced. Accepted and
+            ignored by the threads and interpreters backends: a thread owns
+            no memory that a restart would free.
         thread_name_prefix: Worker names are ``<prefix>_<n>``.
 
     ``with Pool() as pool:`` shuts down on exit *waiting* for submitted work
@@ -123,14 +118,20 @@ class Pool:
         self._backend = backend
         self._workers = workers
         self._state = _RUN
-        executor = (_interpreters.InterpreterPoolExecutor if backend == "interpreters"
-                    else ThreadPoolExecutor)
-        self._executor = executor(
-            workers,
-            thread_name_prefix or f"gilfree-Pool-{_core._next_executor_number()}",
-            initializer,
-            tuple(initargs),
-        )
+        self._executor: Any
+        if backend == "processes":
+            self._executor = ProcessPoolExecutor(
+                workers, None, initializer, tuple(initargs),
+                max_tasks_per_child=maxtasksperchild)
+        else:
+            executor = (_interpreters.InterpreterPoolExecutor if backend == "interpreters"
+                        else ThreadPoolExecutor)
+            self._executor = executor(
+                workers,
+                thread_name_prefix or f"gilfree-Pool-{_core._next_executor_number()}",
+                initializer,
+                tuple(initargs),
+            )
         #: ``submit(fn, /, *args, **kwargs) -> Future``: schedule one call.
         self.submit = self._executor.submit
 
@@ -156,6 +157,7 @@ class Pool:
         *iterables: Iterable[Any],
         timeout: float | None = None,
         chunksize: int | None = None,
+        task_timeout: float | None = None,
     ) -> list[_T]:
         """``[fn(*args) for args in zip(*iterables)]``, computed by the workers.
 
@@ -164,6 +166,9 @@ class Pool:
         ``timeout`` seconds (the unstarted rest is then cancelled).
         ``multiprocessing``'s positional form ``map(fn, iterable, chunksize)``
         works too: an int or None there cannot be an iterable.
+        ``task_timeout`` (processes backend): seconds each item may run; a
+        chunk that runs past its items' total has its worker killed and
+        fails with ``TimeoutError``.
         """
         if len(iterables) == 2 and (iterables[1] is None
                                     or isinstance(iterables[1], int)):
@@ -172,9 +177,9 @@ class Pool:
             raise PoolNotRunningError(
                 "Pool not running: cannot schedule new futures after shutdown")
         if len(iterables) == 1:
-            future = self._map_future(fn, iterables[0], chunksize, False)
+            future = self._map_future(fn, iterables[0], chunksize, False, task_timeout)
         else:
-            future = self._map_future(fn, zip(*iterables), chunksize, True)
+            future = self._map_future(fn, zip(*iterables), chunksize, True, task_timeout)
         try:
             return future.result(timeout)
         except BaseException:
@@ -213,14 +218,21 @@ class Pool:
         kwds: dict[str, Any] | None = None,
         callback: Callable[[_T], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
+        *,
+        timeout: float | None = None,
     ) -> Future:
         """Schedule ``func(*args, **kwds)``; the returned Future has ``get()``.
 
-        ``callback(result)`` or ``error_callback(exception)`` runs on the
-        worker when the call is done.
+        ``callback(result)`` or ``error_callback(exception)`` runs when the
+        call is done. ``timeout`` (processes backend): seconds the call may
+        run once started; then its worker is killed and replaced and the
+        future raises ``TimeoutError``.
         """
         self._check_running()
-        future = self.submit(func, *args, **(kwds or {}))
+        if timeout is not None:
+            future = self._submit_timeout(timeout, func, *args, **(kwds or {}))
+        else:
+            future = self.submit(func, *args, **(kwds or {}))
         _add_callbacks(future, callback, error_callback)
         return future
 
@@ -288,13 +300,30 @@ class Pool:
 
     # -- helpers ------------------------------------------------------------------
     def _map_future(self, fn: Callable[..., Any], items: Iterable[Any],
-                    chunksize: int | None, star: bool) -> Future:
+                    chunksize: int | None, star: bool,
+                    task_timeout: float | None = None) -> Future:
         if chunksize is not None and chunksize < 1:
             raise ValueError("Chunksize must be 1+, not {0:n}".format(chunksize))
         future = Future()
-        self._executor._map(fn, items, chunksize=chunksize or 0, star=star,
-                            future=future)
+        if task_timeout is not None:
+            self._need_timeouts()
+            self._executor._map(fn, items, chunksize=chunksize or 0, star=star,
+                                future=future, task_timeout=task_timeout)
+        else:
+            self._executor._map(fn, items, chunksize=chunksize or 0, star=star,
+                                future=future)
         return future
+
+    def _need_timeouts(self) -> None:
+        if self._backend != "processes":
+            raise NotImplementedError(
+                f"per-task timeouts need a backend that can stop a running call: "
+                f"use backend='processes' (this pool's is {self._backend!r})")
+
+    def _submit_timeout(self, timeout: float, func: Callable[..., Any], *args: Any,
+                        **kwargs: Any) -> Future:
+        self._need_timeouts()
+        return self._executor.submit_timeout(timeout, func, *args, **kwargs)
 
     def _map_async(self, func: Callable[..., Any], iterable: Iterable[Any],
                    chunksize: int | None, star: bool,

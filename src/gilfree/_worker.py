@@ -1,24 +1,33 @@
-"""The Python half of an interpreters-backend worker.
+"""The Python half of a worker of the interpreters and processes backends.
 
-This file is never imported: gilfree._interpreters reads it as text, and
-each worker runs it in its own fresh sub-interpreter (see _core/interp.c),
-where importing the gilfree package would cost start-up time for nothing.
-It may therefore import only the standard library.
+Workers never import it: gilfree reads it as text and each worker runs it
+in a fresh namespace (see _core/remote.c), in its own sub-interpreter or
+its own process, where importing the gilfree package would cost start-up
+time for nothing.  It may therefore import only the standard library.
+(The processes backend's parent imports it, for ``dumps_out``.)
 
 Protocol (bytes in, bytes out; nothing else crosses interpreters):
 
 * ``setup(init, name)``: ``init`` unpickles to ``(sys_path, main_file,
-  initializer_blob)``; sets ``sys.path``, remembers ``__main__.__file__``,
-  runs the initializer (``initializer_blob`` unpickles to ``(fn, args)``).
+  initializer_blob, oob)``; sets ``sys.path``, remembers
+  ``__main__.__file__``, runs the initializer (``initializer_blob``
+  unpickles to ``(fn, args)``); ``oob`` > 0 (processes) makes outcomes go
+  through ``dumps_out`` with that threshold.
   If the initializer raises, its traceback is printed and setup re-raises:
   the pool is then broken.
-* ``run(fn_data, data, cached)``: ``fn_data`` unpickles to ``fn`` (if
-  ``cached``, it pickled by reference, so the last one unpickled from the
-  same bytes is reused), ``data`` to ``(args, kwargs)``; returns
-  ``dumps((True, result))`` or ``dumps((False, encoded_exception))``.
-* ``run_chunk(data)``: ``data`` unpickles to ``(fn, items, star)``; returns
-  ``dumps((True, (values, errors)))``, where ``errors`` is None or a list of
-  ``(index, encoded_exception)`` (``values[index]`` is then None).
+* ``run(fn_data, data, cached[, buffers])``: ``fn_data`` unpickles to
+  ``fn`` (if ``cached``, it pickled by reference, so the last one unpickled
+  from the same bytes is reused), ``data`` (with its out-of-band
+  ``buffers``) to ``(args, kwargs)``; returns ``dumps((True, result))`` or
+  ``dumps((False, encoded_exception))``.
+* ``run_chunk(data[, buffers])``: ``data`` unpickles to ``(fn, items,
+  star)``; returns ``dumps((True, (values, errors)))``, where ``errors`` is
+  None or a list of ``(index, encoded_exception)`` (``values[index]`` is
+  then None).
+
+With ``oob``, "dumps" returns ``(bytes, [buffers])`` when some buffer of at
+least ``oob`` bytes travels out of band (the process backend puts each in
+shared memory instead of copying it through the channel).
 
 An encoded exception is ``(pickled_exception or None, traceback_text,
 "Type: message")``: the exception is pickled on its own so that one that
@@ -32,6 +41,54 @@ _loads = pickle.loads
 _dumps = pickle.dumps
 _main_file = None
 _main_tried = False
+_oob = 0
+
+
+class _OutOfBandPickler(pickle.Pickler):
+    """Sends big ``bytes`` and ``bytearray`` out of band too (pickle keeps
+    them in band; a PickleBuffer of them is not)."""
+
+    def __init__(self, file, threshold, buffers):
+        super().__init__(file, 5, buffer_callback=buffers.append)
+        self.threshold = threshold
+
+    def reducer_override(self, obj):
+        kind = type(obj)
+        if (kind is bytes or kind is bytearray) and len(obj) >= self.threshold:
+            return kind, (pickle.PickleBuffer(obj),)
+        return NotImplemented
+
+
+def dumps_out(obj, threshold):
+    """``pickle.dumps(obj, 5)``, or ``(data, [buffers])`` with every buffer
+    of at least ``threshold`` bytes out of band.  The common case (nothing
+    big) costs one plain C pickling."""
+    buffers = []
+
+    def keep(pb):
+        try:
+            raw = pb.raw()
+        except BufferError:  # not contiguous: in band
+            return True
+        if raw.nbytes < threshold:
+            return True
+        buffers.append(raw)
+        return False
+
+    data = _dumps(obj, 5, buffer_callback=keep)
+    if len(data) >= threshold:  # big bytes in band: pickle again, moving them
+        import io
+
+        buffers = []
+        out = io.BytesIO()
+        _OutOfBandPickler(out, threshold, buffers).dump(obj)
+        data = out.getvalue()
+        buffers = [b.raw() for b in buffers]
+    return (data, buffers) if buffers else data
+
+
+def _dumps_outcome(obj):
+    return dumps_out(obj, _oob) if _oob else _dumps(obj, 5)
 
 
 def _graft_main():
@@ -58,15 +115,15 @@ def _graft_main():
     return True
 
 
-def _load(data):
+def _load(data, buffers=None):
     try:
-        return _loads(data)
+        return _loads(data, buffers=buffers)
     except AttributeError as e:
         if "__main__" not in str(e) and "__mp_main__" not in str(e):
             raise
         if not _graft_main():
             raise
-        return _loads(data)
+        return _loads(data, buffers=buffers)
 
 
 def _encode(exc):
@@ -91,9 +148,16 @@ def _fail(exc):
     return _dumps((False, _encode(exc)), 5)
 
 
+def _answer(result):
+    try:
+        return _dumps_outcome((True, result))
+    except BaseException as e:  # the result does not pickle
+        return _fail(e)
+
+
 def setup(init, name):
-    global _main_file
-    path, main_file, initializer = _loads(init)
+    global _main_file, _oob
+    path, main_file, initializer, _oob = _loads(init)
     sys.path[:] = path
     _main_file = main_file
     if name:
@@ -129,7 +193,7 @@ _fn_key = None  # the pickle of the last function that pickled by reference
 _fn = None
 
 
-def run(fn_data, data, cached):
+def run(fn_data, data, cached, buffers=None):
     global _fn_key, _fn
     try:
         if not cached:
@@ -139,16 +203,16 @@ def run(fn_data, data, cached):
         else:
             fn = _fn = _load(fn_data)
             _fn_key = bytes(fn_data)
-        args, kwargs = _load(data)
+        args, kwargs = _load(data, buffers)
         result = fn(*args, **kwargs) if kwargs else fn(*args)
-        return _dumps((True, result), 5)
     except BaseException as e:
         return _fail(e)
+    return _answer(result)
 
 
-def run_chunk(data):
+def run_chunk(data, buffers=None):
     try:
-        fn, items, star = _load(data)
+        fn, items, star = _load(data, buffers)
     except BaseException as e:
         return _fail(e)
     values = []
@@ -162,7 +226,4 @@ def run_chunk(data):
                 errors = []
             errors.append((len(values), _encode(e)))
             append(None)
-    try:
-        return _dumps((True, (values, errors)), 5)
-    except BaseException as e:
-        return _fail(e)
+    return _answer((values, errors))

@@ -18,7 +18,9 @@
     X(EINTR,     -5, "interrupted by a signal")                               \
     X(ESHUTDOWN, -6, "the pool is shut down")                                 \
     X(ETHREAD,   -7, "could not start a thread")                              \
-    X(ECORRUPT,  -8, "shared structure failed validation")
+    X(ECORRUPT,  -8, "shared structure failed validation")                    \
+    X(EPIPE,     -9, "closed: the other side is gone")                        \
+    X(ESYS,     -10, "a system call failed (see errno)")
 
 enum gf_errno {
     GF_OK = 0,

@@ -245,6 +245,11 @@ static gf_task *find_work(gf_worker *w)
     return t;
 }
 
+gf_task *gf_worker_try_take(gf_worker *w)
+{
+    return find_work(w);
+}
+
 static void stop_spinning(gf_worker *w)
 {
     gf_pool *p = w->pool;

@@ -121,6 +121,13 @@ int gf_worker_index(const gf_worker *w);
 void *gf_worker_data(const gf_worker *w);
 void gf_worker_set_data(gf_worker *w, void *data);
 
+/* From a task running on w: another task w may run next - from its deque,
+ * the injector or another worker's deque - or NULL; never waits.  The
+ * caller now owns the task: it runs it (or hands it back with
+ * gf_worker_push).  The processes backend uses it to keep a worker
+ * process's channel fed while the current call runs. */
+gf_task *gf_worker_try_take(gf_worker *w);
+
 /* Hold protocol (see the top of this file).  set_hold records that w now
  * holds `arg`, to be released with release(w, arg).  hold_arg returns the
  * current hold's arg or NULL. */

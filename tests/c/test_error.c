@@ -10,6 +10,8 @@ TEST(error_names)
     ASSERT_STR_EQ(gf_err_name(GF_ENOMEM), "ENOMEM");
     ASSERT_STR_EQ(gf_err_name(GF_ETIMEDOUT), "ETIMEDOUT");
     ASSERT_STR_EQ(gf_err_name(GF_ECORRUPT), "ECORRUPT");
+    ASSERT_STR_EQ(gf_err_name(GF_EPIPE), "EPIPE");
+    ASSERT_STR_EQ(gf_err_name(GF_ESYS), "ESYS");
     ASSERT_STR_EQ(gf_err_name(1), "UNKNOWN");
     ASSERT_STR_EQ(gf_err_name(-1000), "UNKNOWN");
     /* Every code in the map: negative, its name round-trips. */
@@ -26,6 +28,8 @@ TEST(error_messages)
     ASSERT_STR_EQ(gf_strerror(GF_ETIMEDOUT), "timed out");
     ASSERT_STR_EQ(gf_strerror(GF_EAGAIN),
                   "try again: the queue is full or empty");
+    ASSERT_STR_EQ(gf_strerror(GF_EPIPE), "closed: the other side is gone");
+    ASSERT_STR_EQ(gf_strerror(GF_ESYS), "a system call failed (see errno)");
     ASSERT_STR_EQ(gf_strerror(12345), "unknown error");
     ASSERT_STR_EQ(gf_strerror(GF_OK), "success");
     /* Messages come from the map and are pairwise distinct. */

@@ -45,6 +45,7 @@
     X(pool_no_lost_wakeup)                                                    \
     X(pool_worker_push_spreads_by_stealing)                                   \
     X(pool_drain_takes_unstarted_tasks)                                       \
+    X(pool_try_take_claims_queued_work)                                       \
     X(pool_shutdown_runs_queued_work)                                         \
     X(pool_hooks_and_hold_release)                                            \
     X(pool_failed_start_exits_cleanly)                                        \
@@ -54,5 +55,28 @@
     X(range_cancel_stops_claiming)                                            \
     X(range_dispatch_cost)                                                    \
     X(native_pool_is_one_shared_pool)                                         \
+    X(shm_create_map_size)                                                    \
+    X(shm_from_bytes_across_fork)                                             \
+    X(shm_fd_passing_cloexec)                                                 \
+    X(shm_fd_passing_limits)                                                  \
+    X(shm_recv_times_out)                                                     \
+    X(shm_peer_closed_returns_epipe)                                          \
+    X(shm_recv_too_many_fds_leaks_none)                                       \
+    X(shm_recv_signal_returns_eintr)                                          \
+    X(chan_create_rounds_ring_size)                                           \
+    X(chan_fifo_varied_sizes)                                                 \
+    X(chan_wraps_with_pad_many_times)                                         \
+    X(chan_max_record_enforced)                                               \
+    X(chan_full_returns_again_then_times_out)                                 \
+    X(chan_empty_returns_again_then_times_out)                                \
+    X(chan_peek_twice_same_record)                                            \
+    X(chan_close_drains_then_epipe)                                           \
+    X(chan_close_wakes_parked_consumer_and_producer)                          \
+    X(chan_poke_wakes_waiter)                                                 \
+    X(chan_peek_detects_scribbled_length)                                     \
+    X(chan_map_rejects_non_channel)                                           \
+    X(chan_control_shared_across_mappings)                                    \
+    X(chan_stress_processes)                                                  \
+    X(chan_peer_killed_reaper_closes)                                         \
 
 #endif /* GF_TEST_LIST_H */

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "gf_completion.h"
+#include "gf_atomic.h"
 #include "gf_pool.h"
 #include "test.h"
 
@@ -256,6 +257,50 @@ TEST(pool_drain_takes_unstarted_tasks)
     ASSERT_EQ(atomic_load(&drained), 100);
     free(b.runs);
     free(b.tasks);
+}
+
+/* A task that, once released, takes every queued task with try_take and
+ * runs it itself, as the processes backend's proxies do. */
+typedef struct taker {
+    gate g;
+    size_t taken;
+    int64_t last_take_ns;   /* how long the final, empty try_take took */
+} taker;
+
+static void run_taker(gf_task *t, gf_worker *w)
+{
+    taker *k = GF_CONTAINER_OF(t, taker, g.task);
+    run_gate(t, w);
+    gf_task *more;
+    while ((more = gf_worker_try_take(w)) != NULL) {
+        k->taken++;
+        more->run(more, w);
+    }
+    int64_t start = gf_now_ns();
+    ASSERT(gf_worker_try_take(w) == NULL);
+    k->last_take_ns = gf_now_ns() - start;
+}
+
+/* try_take hands a running task the queued ones, each once, and returns
+ * NULL at once when there is none (it never parks). */
+TEST(pool_try_take_claims_queued_work)
+{
+    gf_pool *p = new_pool(1);
+    taker k = {.g.task.run = run_taker};
+    gf_completion_init(&k.g.entered);
+    gf_completion_init(&k.g.release);
+    ASSERT_OK(gf_pool_submit(p, &k.g.task));
+    ASSERT_OK(gf_completion_wait(&k.g.entered, SECONDS(30), false));
+    batch b;
+    batch_init(&b, 1000);
+    for (size_t i = 0; i < b.n; i++)
+        ASSERT_OK(gf_pool_submit(p, &b.tasks[i].task));
+    gf_completion_complete(&k.g.release, false);
+    ASSERT_OK(gf_completion_wait(&b.all_ran, SECONDS(60), false));
+    stop_pool(p);
+    ASSERT_EQ(k.taken, 1000);  /* the only worker took them all itself */
+    ASSERT_LT(k.last_take_ns, SECONDS(1));
+    batch_check_once(&b);
 }
 
 /* After shutdown, submit fails and queued work still runs. */

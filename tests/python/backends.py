@@ -31,6 +31,7 @@ Deselect them with ``-m 'not reference'``.
 """
 
 import concurrent.futures as cf
+import concurrent.futures.thread
 import gc
 import inspect
 import multiprocessing.pool
@@ -51,7 +52,7 @@ FEATURES = {
     "eager_type_check": "a non-callable fn is rejected with TypeError at submit/map/apply time",
     "thread_name_prefix": "thread_name_prefix names the worker threads",
     "os_thread_names": "worker threads carry <prefix>_<n> as their OS name",
-    "broken_on_init_failure": "a failing initializer breaks the pool with BrokenThreadPool",
+    "broken_on_init_failure": "a failing initializer breaks the pool (BrokenThreadPool, or BrokenProcessPool for processes)",
     "exit_completes_work": "interpreter exit with a live pool completes the work already submitted",
     "fork_safe": "after os.fork() the child has a working pool",
     "terminate_cancels": "terminate() cancels pending work: its futures report cancelled",
@@ -112,6 +113,9 @@ class BackendMixin:
     features = frozenset()
     reference = False
     imports = ""  # source that a subprocess runs before pool_expr
+    #: What a pool whose initializer failed raises (BrokenInterpreterPool
+    #: subclasses BrokenThreadPool, as in Python 3.14's).
+    broken_error = cf.thread.BrokenThreadPool
 
     def construct(self, workers, **kw):
         """A new pool with ``workers`` workers (``**kw``: initializer, initargs, thread_name_prefix)."""
@@ -261,18 +265,51 @@ def _interpreters_available():
     return sys.version_info >= (3, 12) and _gilfree()._interpreters.available()
 
 
-# One line per backend (processes will add make_event/make_sink of its own).
+# -- the processes backend ------------------------------------------------------
+# Tasks run in worker processes: like the interpreters backend they get
+# pickled copies, and the gates and sinks live in files.  A forked child
+# cannot use its parent's process pool (it can make its own), and there are
+# no worker threads to name.
+PROCESSES_FEATURES = INTERPRETERS_FEATURES - {"fork_safe", "thread_name_prefix", "os_thread_names"}
+
+
+class _ProcessesBackend(_InterpretersBackend):
+    features = PROCESSES_FEATURES
+
+    @property
+    def broken_error(self):
+        return _gilfree().BrokenProcessPool
+
+
+class GilfreeProcessExecutorMixin(_ProcessesBackend, GilfreeExecutorMixin):
+    backend_name = "GilfreeProcessExecutor"
+
+    def construct(self, workers, **kw):
+        return _gilfree().ProcessPoolExecutor(max_workers=workers, **kw)
+
+    def pool_expr(self, workers):
+        return f"gilfree.ProcessPoolExecutor(max_workers={workers})"
+
+
+class GilfreePoolProcessesMixin(_ProcessesBackend, GilfreePoolThreadsMixin):
+    backend_name = "GilfreePoolProcesses"
+    pool_backend = "processes"
+
+
+# One line per backend.
 BACKENDS = (
     GilfreeExecutorMixin,
     GilfreePoolThreadsMixin,
     StdlibExecutorMixin,
     StdlibThreadPoolMixin,
+    GilfreeProcessExecutorMixin,
+    GilfreePoolProcessesMixin,
 ) + ((GilfreeInterpreterExecutorMixin, GilfreePoolInterpretersMixin)
      if _interpreters_available() else ())
 
 # Pool backends the contract names but this release does not implement yet.
 # A backend moves from here to BACKENDS when it lands.
-PLANNED_POOL_BACKENDS = ("processes", "ray")
+PLANNED_POOL_BACKENDS = ("ray",)
 
 
 # -- the behaviour base ------------------------------------------------------

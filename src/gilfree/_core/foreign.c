@@ -43,6 +43,14 @@ int gf_foreign_begin(foreign_call *fc)
     return !(old & FC_CANCELLED);
 }
 
+void gf_foreign_unclaim(foreign_call *fc)
+{
+    /* Only the claimer clears CLAIMED, and nobody sets CANCELLED while it
+     * is set (gf_foreign_try_cancel's CAS), so this cannot lose a flag. */
+    atomic_fetch_and_explicit(&fc->flags, ~(uint32_t)FC_CLAIMED,
+                              memory_order_release);
+}
+
 void gf_foreign_end(foreign_call *fc)
 {
     module_state *st = fc->st;

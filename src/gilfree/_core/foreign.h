@@ -64,6 +64,9 @@ void gf_foreign_unqueued(foreign_call *fc);
  * was cancelled first; end is the last touch of fc and its future. */
 int gf_foreign_begin(foreign_call *fc);
 void gf_foreign_end(foreign_call *fc);
+/* Undo a begin whose call did not start after all (it goes back to the
+ * queue): it may be cancelled again until the next begin. */
+void gf_foreign_unclaim(foreign_call *fc);
 
 /* Python side (GIL held): used by future.c. */
 int gf_foreign_try_cancel(FutureObject *f);

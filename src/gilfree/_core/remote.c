@@ -244,23 +244,30 @@ static PyType_Spec shbuf_spec = {
     .slots = shbuf_slots,
 };
 
-/* A list of SharedBuffers taking over rc's out_bufs mappings. */
-static PyObject *take_out_buffers(module_state *st, remote_call *rc)
+PyObject *gf_shared_buffer_new(module_state *st, remote_buffer *buf)
 {
-    PyObject *list = PyList_New(rc->n_out_bufs);
+    SharedBufferObject *b = PyObject_New(SharedBufferObject,
+                                         st->shared_buffer_type);
+    if (!b)
+        return NULL;
+    b->addr = buf->addr;
+    b->len = (Py_ssize_t)buf->len;
+    buf->addr = NULL;  /* the object unmaps it now */
+    return (PyObject *)b;
+}
+
+PyObject *gf_shared_buffer_list(module_state *st, remote_buffer *bufs, int n)
+{
+    PyObject *list = PyList_New(n);
     if (!list)
         return NULL;
-    for (int i = 0; i < rc->n_out_bufs; i++) {
-        SharedBufferObject *b = PyObject_New(SharedBufferObject,
-                                             st->shared_buffer_type);
+    for (int i = 0; i < n; i++) {
+        PyObject *b = gf_shared_buffer_new(st, &bufs[i]);
         if (!b) {
             Py_DECREF(list);
             return NULL;
         }
-        b->addr = rc->out_bufs[i].addr;
-        b->len = (Py_ssize_t)rc->out_bufs[i].len;
-        rc->out_bufs[i].addr = NULL;  /* the object unmaps it now */
-        PyList_SET_ITEM(list, i, (PyObject *)b);
+        PyList_SET_ITEM(list, i, b);
     }
     return list;
 }
@@ -290,7 +297,8 @@ static PyObject *remote_outcome(foreign_call *fc)
         return NULL;
     PyObject *t;
     if (rc->n_out_bufs) {
-        PyObject *buffers = take_out_buffers(st, rc);
+        PyObject *buffers = gf_shared_buffer_list(st, rc->out_bufs,
+                                                 rc->n_out_bufs);
         PyObject *argv[2] = {view, buffers};
         PyObject *kw = buffers ? Py_BuildValue("(s)", "buffers") : NULL;
         t = kw ? PyObject_Vectorcall(PyTuple_GET_ITEM(codec, C_LOADS), argv,
@@ -527,6 +535,10 @@ static PyObject *rexec_tp_new(PyTypeObject *type, PyObject *args,
     core->name_prefix = gf_strdup(prefix);
     core->source = copy_buffer(source, &unused);
     core->init = copy_buffer(init, &core->init_len);
+    if (backend->init_core && backend->init_core(core) < 0) {
+        free_core(core);
+        return NULL;
+    }
     int rc = core->name_prefix && core->source && core->init
                  ? make_pool(core) : GF_ENOMEM;
     if (rc != 0) {

@@ -80,6 +80,8 @@ typedef struct remote_backend {
     /* Main GIL held.  A fork must never see this backend's workers
      * (sub-interpreters): stop them before, start them again after. */
     int stop_for_fork;
+    /* Main GIL held, when a core is created: 0, or -1 with an exception. */
+    int (*init_core)(remote_core *core);
     /* Main GIL held, in a forked child: forget the parent's workers. */
     void (*after_fork_child)(remote_core *core);
     /* Main GIL held, once the core's workers have all exited. */
@@ -125,6 +127,12 @@ void gf_remote_store_text(remote_call *rc, enum call_status status,
                           char *text);
 /* The remote_call of a queued future task. */
 remote_call *gf_remote_call_of(gf_task *t);
+
+/* A _core.SharedBuffer taking over buf's mapping (buf->addr becomes NULL);
+ * a list of them for n buffers.  New references, or NULL with an
+ * exception set. */
+PyObject *gf_shared_buffer_new(module_state *st, remote_buffer *buf);
+PyObject *gf_shared_buffer_list(module_state *st, remote_buffer *bufs, int n);
 
 /* ---- the worker's Python half (_worker.py), in the worker's interpreter -- */
 

@@ -62,6 +62,7 @@ typedef struct module_state {
     PyObject *broken_interp_pool;    /* gilfree.BrokenInterpreterPool */
     PyObject *remote_codec[2];       /* per remote_kind, see remote.c */
     struct remote_core *remote_cores;  /* every live remote pool */
+    struct proc_zygote *zygote;      /* the process pools' zygote (proc.c) */
     int executor_counter;            /* default thread name prefixes */
 } module_state;
 

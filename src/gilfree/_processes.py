@@ -1,0 +1,264 @@
+"""gilfree.ProcessPoolExecutor: pure Python on every core, in worker processes.
+
+Each worker is a process with its own interpreter and GIL, fed by one C
+thread of the caller (its proxy) through a shared-memory channel: calls and
+results cross as pickles, written into the channel's ring and read there in
+place; buffers of at least ``OUT_OF_BAND_BYTES`` (bytes, bytearray,
+memoryview, numpy arrays) go out of band, each in its own shared-memory
+segment, written once and mapped by the other side.  No Python thread
+shuffles bytes and dispatch runs with the GIL released (``_core/proc.c``).
+
+Workers are forked from gilfree's zygote (``_zygote.py``), a clean process
+started once, never from the caller's (possibly threaded) process. A worker
+that dies fails only the call it was running, with
+:class:`WorkerCrashedError` naming its exit code or signal, and is replaced;
+a call given a timeout (``submit_timeout``, ``Pool.apply_async(...,
+timeout=)``) that runs too long has its worker killed and fails with
+``TimeoutError``.
+
+What crosses must pickle: functions from ``__main__``, lambdas and closures
+go by value through cloudpickle; a worker finds the main script's functions
+by running the script once as ``__mp_main__`` (keep its work under ``if
+__name__ == "__main__":``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import concurrent.futures.process
+import multiprocessing.context
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from . import _core, _worker
+from ._remote import RemoteMapMixin, _dumps_any, _fallback_dumps, _main_file, _rebuild
+
+__all__ = ["ProcessPoolExecutor", "BrokenProcessPool", "WorkerCrashedError",
+           "OUT_OF_BAND_BYTES"]
+
+#: Buffers at least this big travel in shared memory of their own.
+OUT_OF_BAND_BYTES = 1 << 20
+
+
+class BrokenProcessPool(concurrent.futures.process.BrokenProcessPool):
+    """A process pool cannot run tasks any more (its initializer failed, or
+    no worker process could be started)."""
+
+
+class WorkerCrashedError(BrokenProcessPool):
+    """The worker process running this task died (``os._exit``, a signal, a
+    crash in C code). Only this task fails: the pool replaced the worker and
+    goes on. A subclass of the stdlib's ``BrokenProcessPool``, so handlers
+    written for ``concurrent.futures`` still catch it.
+
+    Attributes:
+        exitcode: As :attr:`multiprocessing.Process.exitcode`: the exit
+            code, or ``-N`` when signal N killed it (0 if unknown).
+        pid: The worker's process id.
+    """
+
+    def __init__(self, message: str, exitcode: int = 0, pid: int = 0) -> None:
+        super().__init__(message)
+        self.exitcode = exitcode
+        self.pid = pid
+
+
+def _failure(status: str, message: str, code: int) -> BaseException:
+    """The exception for a call that did not come back pickled (remote.c)."""
+    if status == "crashed":
+        pid = int(message.split("(pid ", 1)[1].split(")", 1)[0]) if "(pid " in message else 0
+        return WorkerCrashedError(message, code, pid)
+    if status == "timedout":
+        return _core.TimeoutError(message)
+    if status == "broken":
+        return BrokenProcessPool(message)
+    return RuntimeError(message)
+
+
+def _dumps(obj: Any, protocol: int = 5) -> Any:
+    return _worker.dumps_out(obj, OUT_OF_BAND_BYTES)
+
+
+def _install_codec() -> None:
+    # Without a main script (REPL, -c, Jupyter) the workers cannot find
+    # __main__'s functions by running it: ship every call by value then.
+    dumps: Callable[..., Any] = _dumps
+    if _main_file() is None:
+        try:
+            import cloudpickle
+
+            def dumps(obj: Any, protocol: int = 5) -> Any:
+                return cloudpickle.dumps(obj, protocol)
+        except ImportError:
+            pass
+    _core._remote_set_codec(_core.REMOTE_PROCESSES,
+                            (dumps, _fallback_dumps, pickle.loads, _rebuild, _failure))
+
+
+with open(os.path.join(os.path.dirname(__file__), "_worker.py"), "rb") as _f:
+    _WORKER_SOURCE = _f.read()
+
+
+# -- the zygote -----------------------------------------------------------------
+
+_zygote_lock = threading.Lock()
+_zygote_process: subprocess.Popen | None = None
+
+
+def _start_zygote() -> bool:
+    """Start a zygote and hand its socket to _core, unless one is attached;
+    True if it started one (the caller then detaches once its pool holds
+    the zygote). A zygote whose pools are all gone was told to exit: reap
+    it first."""
+    global _zygote_process
+    if _core._proc_zygote_attached():
+        return False
+    _reap_zygote()
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    here = os.path.dirname(os.path.abspath(__file__))
+    from . import _zygote
+
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-c", _zygote.BOOTSTRAP, str(theirs.fileno()),
+             _core.__file__, os.path.join(here, "_zygote.py")],
+            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+    finally:
+        theirs.close()
+    _core._proc_attach_zygote(ours.detach())
+    _zygote_process = process
+    return True
+
+
+def _reap_zygote() -> None:
+    """Wait for a zygote that no pool uses any more (it exits at once)."""
+    global _zygote_process
+    process = _zygote_process
+    if process is None or _core._proc_zygote_attached():
+        return
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    _zygote_process = None
+
+
+def _after_fork_child() -> None:
+    """The parent's zygote is not ours (_core closed its socket)."""
+    global _zygote_process, _zygote_lock
+    _zygote_process = None
+    _zygote_lock = threading.Lock()
+
+
+# -- the executor ---------------------------------------------------------------
+
+def default_process_workers() -> int:
+    count = getattr(os, "process_cpu_count", os.cpu_count)()
+    return count or 1
+
+
+_START_METHODS = ("fork", "forkserver", "spawn")
+
+
+class ProcessPoolExecutor(RemoteMapMixin, _core.RemoteExecutor,  # type: ignore[misc]
+                          concurrent.futures.Executor):
+    """The stdlib's :class:`concurrent.futures.ProcessPoolExecutor`, with
+    workers fed through shared memory by C threads.
+
+    Args:
+        max_workers: The most worker processes (started on demand).
+            Default: the CPUs this process may use.
+        mp_context: A :mod:`multiprocessing` context, for compatibility.
+            Every start method gets the same safe start: workers fork from
+            gilfree's zygote, a fresh process (what ``forkserver`` does),
+            because forking the caller - which runs gilfree's threads - can
+            deadlock a child.
+        initializer: Called with ``*initargs`` in each worker before its
+            first task; if it raises, the pool is broken and its tasks fail
+            with :class:`BrokenProcessPool`.
+        initargs: Arguments for ``initializer`` (pickled).
+        max_tasks_per_child: Each worker process runs at most this many
+            calls (a map chunk counts as one), then is replaced.
+    """
+
+    def __new__(
+        cls,
+        max_workers: int | None = None,
+        mp_context: multiprocessing.context.BaseContext | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+        *,
+        max_tasks_per_child: int | None = None,
+    ) -> ProcessPoolExecutor:
+        if max_workers is None:
+            max_workers = default_process_workers()
+        elif max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0")
+        if mp_context is not None and not (
+                hasattr(mp_context, "get_start_method")
+                and mp_context.get_start_method() in _START_METHODS):
+            raise TypeError(f"mp_context must be a multiprocessing context, "
+                            f"not {mp_context!r}")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        if max_tasks_per_child is not None:
+            if not isinstance(max_tasks_per_child, int):
+                raise TypeError("max_tasks_per_child must be an integer")
+            if max_tasks_per_child <= 0:
+                raise ValueError("max_tasks_per_child must be >= 1")
+        init_blob = None
+        if initializer is not None:
+            init_blob = _dumps_any((initializer, tuple(initargs)))
+        if "__main__" in sys.modules:
+            # Results naming the main script's classes come back pickled as
+            # __mp_main__.<name> (the workers run the script under that name).
+            sys.modules.setdefault("__mp_main__", sys.modules["__main__"])
+        init = pickle.dumps((list(sys.path), _main_file(), init_blob, OUT_OF_BAND_BYTES), 5)
+        with _zygote_lock:
+            started = _start_zygote()
+            try:
+                return super().__new__(
+                    cls, _core.REMOTE_PROCESSES, max_workers,
+                    f"ProcessPoolExecutor-{_core._next_executor_number()}", init,
+                    _WORKER_SOURCE, max_tasks_per_child or 0)
+            finally:
+                if started:  # the pool holds it now (or it closes: no pool)
+                    _core._proc_detach_zygote()
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        mp_context: multiprocessing.context.BaseContext | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+        *,
+        max_tasks_per_child: int | None = None,
+    ) -> None:
+        """The stdlib's signature; the arguments were taken by ``__new__``
+        (the C core needs them when it is allocated)."""
+
+    def submit_timeout(self, timeout: float | None, fn: Callable[..., Any], /,
+                       *args: Any, **kwargs: Any) -> concurrent.futures.Future:
+        """Like :meth:`submit`; the call may run ``timeout`` seconds (from
+        when a worker starts it), after which its worker is killed and
+        replaced and the future raises ``TimeoutError``. ``None``: no limit."""
+        return self._submit_timeout(timeout, fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop accepting work; with ``wait``, return once every worker
+        process has exited (and the zygote too, if no other pool uses it)."""
+        super().shutdown(wait, cancel_futures=cancel_futures)
+        if wait:
+            with _zygote_lock:
+                _reap_zygote()
+
+
+_install_codec()
+os.register_at_fork(after_in_child=_after_fork_child)
