@@ -44,25 +44,73 @@ _main_tried = False
 _oob = 0
 
 
-class _OutOfBandPickler(pickle.Pickler):
-    """Sends big ``bytes`` and ``bytearray`` out of band too (pickle keeps
-    them in band; a PickleBuffer of them is not)."""
+class _OutOfBand:
+    """Stands for a big ``bytes`` or ``bytearray`` while pickling, so that it
+    travels out of band: pickle writes those two types in band, and never
+    asks ``reducer_override`` about them."""
 
-    def __init__(self, file, threshold, buffers):
-        super().__init__(file, 5, buffer_callback=buffers.append)
-        self.threshold = threshold
+    __slots__ = ("data",)
 
-    def reducer_override(self, obj):
-        kind = type(obj)
-        if (kind is bytes or kind is bytearray) and len(obj) >= self.threshold:
-            return kind, (pickle.PickleBuffer(obj),)
-        return NotImplemented
+    def __init__(self, data):
+        self.data = data
+
+    def __reduce_ex__(self, protocol):
+        return type(self.data), (pickle.PickleBuffer(self.data),)
+
+
+def _big(x, threshold):
+    kind = type(x)
+    return (kind is bytes or kind is bytearray) and len(x) >= threshold
+
+
+def _holds_big(obj, threshold):
+    """Whether obj or what it holds, two containers down (a call's
+    ``(args, kwargs)``), is a big bytes or bytearray.  On every submit, so
+    it is written for speed: one type check per item."""
+    kind = type(obj)
+    if kind is tuple or kind is list:
+        items = obj
+    elif kind is dict:
+        items = obj.values()
+    else:
+        return _big(obj, threshold)
+    for x in items:
+        kind = type(x)
+        if kind is tuple or kind is list:
+            for y in x:
+                if _big(y, threshold):
+                    return True
+        elif kind is dict:
+            for y in x.values():
+                if _big(y, threshold):
+                    return True
+        elif (kind is bytes or kind is bytearray) and len(x) >= threshold:
+            return True
+    return False
+
+
+def _wrap_big(obj, threshold, depth=2):
+    """obj with every big bytes or bytearray in it, two containers down,
+    wrapped in _OutOfBand."""
+    kind = type(obj)
+    if _big(obj, threshold):
+        return _OutOfBand(obj)
+    if not depth or kind not in (tuple, list, dict):
+        return obj
+    if kind is dict:
+        return {k: _wrap_big(v, threshold, depth - 1) for k, v in obj.items()}
+    return kind(_wrap_big(x, threshold, depth - 1) for x in obj)
 
 
 def dumps_out(obj, threshold):
     """``pickle.dumps(obj, 5)``, or ``(data, [buffers])`` with every buffer
-    of at least ``threshold`` bytes out of band.  The common case (nothing
-    big) costs one plain C pickling."""
+    of at least ``threshold`` bytes out of band: what pickle protocol 5
+    sends out of band (numpy arrays, PickleBuffer), and big bytes and
+    bytearrays in a call's arguments or in a result, up to two containers
+    deep.  The common case (nothing big) costs one plain C pickling and a
+    type check per argument."""
+    if _holds_big(obj, threshold):
+        obj = _wrap_big(obj, threshold)
     buffers = []
 
     def keep(pb):
@@ -76,14 +124,6 @@ def dumps_out(obj, threshold):
         return False
 
     data = _dumps(obj, 5, buffer_callback=keep)
-    if len(data) >= threshold:  # big bytes in band: pickle again, moving them
-        import io
-
-        buffers = []
-        out = io.BytesIO()
-        _OutOfBandPickler(out, threshold, buffers).dump(obj)
-        data = out.getvalue()
-        buffers = [b.raw() for b in buffers]
     return (data, buffers) if buffers else data
 
 

@@ -42,6 +42,7 @@ zygote.main(int(sys.argv[1]), core)
 
 _REQUEST = struct.Struct("ii")   # ('S', worker index)
 _REPLY = struct.Struct("i")      # pid, or -errno
+_PRELOAD_AFTER_IDLE_S = 0.05
 
 
 def _preload():
@@ -80,7 +81,15 @@ def main(ctl_fd, core):
     children = {}                # pid -> its channel's descriptor
     preloaded = False
     while True:
-        readable, _, _ = select.select([ctl, wake_r], [], [])
+        # Preload once the first requests are served and none came for a
+        # while: it takes tens of ms, and a pool's first workers should not
+        # wait for it.
+        idle = None if preloaded or not children else _PRELOAD_AFTER_IDLE_S
+        readable, _, _ = select.select([ctl, wake_r], [], [], idle)
+        if not readable:
+            _preload()
+            preloaded = True
+            continue
         if wake_r in readable:
             while True:
                 try:
@@ -117,9 +126,6 @@ def main(ctl_fd, core):
         os.close(sock_fd)
         children[pid] = chan_fd
         ctl.send(_REPLY.pack(pid))
-        if not preloaded:
-            _preload()
-            preloaded = True
     for pid in children:
         try:
             os.kill(pid, signal.SIGKILL)

@@ -32,11 +32,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* Spinning for the other side pays only with a core to spare for it:
- * when this process's CPUs outnumber the worker processes plus the caller,
- * proxies and workers spin this long before they sleep on the futex;
- * otherwise they sleep at once (measured on 2 cores: a 14 us round trip
- * without spinning, 25 us with it). */
+/* Spinning on the channel pays only with a core to spare for it: when
+ * this process's CPUs outnumber the worker processes plus the caller
+ * (core->spin, remote.c), proxies and workers spin this long before they
+ * sleep on the futex; otherwise they sleep at once.  On 2 cores, spinning
+ * there made round trips slower (25-45 us against 14-35 us), while the
+ * pool's and the caller's own short spins still paid. */
 #define SPIN_NS 50000
 /* Calls kept in a process's ring at once, when calls are shorter than
  * PIPELINE_SHORT_NS. */
@@ -338,7 +339,7 @@ static int on_start(gf_worker *w, void *ctx)
     pw->zygote = pc->zygote;
     pw->index = gf_worker_index(w);
     pw->sock = pw->pidfd = -1;
-    pw->spin_ns = gf__cpu_count() > core->max_workers + 1 ? SPIN_NS : 0;
+    pw->spin_ns = core->spin ? SPIN_NS : 0;
     gf_worker_set_data(w, pw);
     return 0;  /* the process starts with the first call */
 }

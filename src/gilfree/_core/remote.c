@@ -531,6 +531,8 @@ static PyObject *rexec_tp_new(PyTypeObject *type, PyObject *args,
     core->max_workers = max_workers;
     core->max_tasks_per_child = max_tasks_per_child > 0 ? max_tasks_per_child
                                                         : 0;
+    core->spin = kind != REMOTE_PROCESSES
+                 || gf__cpu_count() > max_workers + 1;
     core->parked_tail = &core->parked_head;
     core->name_prefix = gf_strdup(prefix);
     core->source = copy_buffer(source, &unused);

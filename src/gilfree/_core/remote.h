@@ -97,6 +97,9 @@ struct remote_core {
     module_state *st;
     int max_workers;
     int max_tasks_per_child;    /* 0: no limit */
+    /* Whether a proxy and its worker process spin before they sleep on
+     * their channel (proc.c, SPIN_NS). */
+    int spin;
     char *source;               /* _worker.py, the worker's Python half */
     char *init;                 /* pickled (sys.path, __main__ file, ...) */
     Py_ssize_t init_len;

@@ -33,8 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser, only: bool = True) -> argpars
                         help="~10x smaller sizes, 2 runs per row: a smoke test (~20 s)")
     if only:
         parser.add_argument("--only", nargs="+", action="extend", metavar="NAME",
-                            choices=list(WORKLOADS),
-                            help=f"run only these workloads: {', '.join(WORKLOADS)}")
+                            choices=runner.families(),
+                            help=f"run only these workloads (a family name such as "
+                                 f"'processes' selects all of its parts): "
+                                 f"{', '.join(runner.families())}")
     parser.add_argument("--workers", type=_positive_int, metavar="N",
                         default=os.cpu_count() or 1,
                         help="threads / workers per pool (default: os.cpu_count() = %(default)s)")

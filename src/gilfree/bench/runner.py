@@ -78,19 +78,32 @@ class Run:
 
 
 def select(names: Optional[Iterable[str]]) -> List[str]:
-    """Workload names in table order; ``names`` None or empty = all.
+    """Workload names in table order; ``names`` None or empty = all.  A
+    name may also be a family: ``processes`` stands for every
+    ``processes-*`` workload.
 
     Raises:
-        ValueError: a name that is not a workload (the message lists them).
+        ValueError: a name that is neither (the message lists them).
     """
     if not names:
         return list(WORKLOADS)
-    wanted = set(names)
-    unknown = sorted(wanted - set(WORKLOADS))
-    if unknown:
-        raise ValueError(f"unknown workload(s) {', '.join(unknown)}; "
-                         f"choose from {', '.join(WORKLOADS)}")
+    wanted = set()
+    for name in names:
+        family = [n for n in WORKLOADS if n == name or n.startswith(name + "-")]
+        if not family:
+            raise ValueError(f"unknown workload {name!r}; choose from {', '.join(families())}")
+        wanted.update(family)
     return [n for n in WORKLOADS if n in wanted]
+
+
+def families() -> List[str]:
+    """Every workload name, and every family prefix before a '-'."""
+    names = list(WORKLOADS)
+    for n in WORKLOADS:
+        prefix = n.split("-", 1)[0]
+        if prefix != n and prefix not in names:
+            names.append(prefix)
+    return names
 
 
 def _describe(exc: BaseException) -> str:

@@ -18,7 +18,7 @@ import gc
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .case import NOISY_CPUS, Timed
 
@@ -38,10 +38,12 @@ class CpuMeter:
     """CPU time other processes used while a run was timed (Linux only).
 
     Both numbers come from the same tick-based kernel accounting
-    (``/proc/stat`` for the machine, ``/proc/self/stat`` for this process,
-    which includes its C worker threads), so on a quiet machine their
-    difference is exactly 0; steal time (a hypervisor taking the CPU) counts
-    as foreign.
+    (``/proc/stat`` for the machine; for us, ``/proc/<pid>/stat`` of this
+    process, which includes its C worker threads, and of every process
+    descended from it - pool workers, gilfree's zygote - with the time of
+    the ones already reaped, which the kernel adds to their parent's
+    ``cutime``), so on a quiet machine their difference is exactly 0; steal
+    time (a hypervisor taking the CPU) counts as foreign.
     """
 
     def __init__(self) -> None:
@@ -58,10 +60,7 @@ class CpuMeter:
             v = [int(x) for x in f.readline().split()[1:9]]
         # user nice system idle iowait irq softirq steal
         machine = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
-        with open("/proc/self/stat", "rb") as f:
-            data = f.read()
-        fields = data[data.rindex(b")") + 2:].split()
-        return machine, int(fields[11]) + int(fields[12])  # utime + stime
+        return machine, _family_ticks(os.getpid())
 
     def foreign(self, before, after, wall: float) -> Optional[float]:
         """Average number of CPUs used by others during ``wall`` seconds."""
@@ -69,6 +68,33 @@ class CpuMeter:
             return None
         ticks = (after[0] - before[0]) - (after[1] - before[1])
         return max(0.0, ticks / self.hz / wall)
+
+
+def _family_ticks(root: int) -> int:
+    """CPU ticks of ``root`` and its descendants, reaped ones included."""
+    parents: Dict[int, int] = {}
+    ticks: Dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                data = f.read()
+        except OSError:  # gone meanwhile
+            continue
+        fields = data[data.rindex(b")") + 2:].split()
+        pid = int(name)
+        parents[pid] = int(fields[1])
+        # utime + stime + cutime + cstime
+        ticks[pid] = sum(int(x) for x in fields[11:15])
+    total = 0
+    for pid, tick in ticks.items():
+        p = pid
+        while p > 1 and p != root:
+            p = parents.get(p, 0)
+        if p == root:
+            total += tick
+    return total
 
 
 _METER: Optional[CpuMeter] = None
