@@ -9,7 +9,7 @@ import sys
 from typing import Iterable, Optional
 
 from . import runner, table
-from .workloads import WORKLOADS, Config
+from .workloads import Config
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # --strict with an error row, or --check-targets with a miss

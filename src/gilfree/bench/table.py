@@ -23,8 +23,7 @@ import json
 import textwrap
 from typing import List, Optional, TextIO
 
-from .case import (ERROR, MISSING, NOISY_CPUS, UNSUPPORTED, Result, format_seconds, skip_text,
-                   needs_python)
+from .case import (ERROR, MISSING, NOISY_CPUS, UNSUPPORTED, Result, format_seconds, skip_text)
 from .timing import SHORT_MAX_FACTOR
 
 ASCII = str.maketrans({"×": "x", "µ": "u", "✓": "ok", "✗": "MISS", "≤": "<=",
