@@ -22,6 +22,8 @@
  */
 #include "proc_wire.h"
 
+#include "gf_park.h"
+
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
