@@ -481,6 +481,21 @@ enum head_end { HEAD_ANSWERED, HEAD_CRASHED, HEAD_TIMED_OUT, HEAD_NOT_RUN };
  * deadline.  On HEAD_ANSWERED the outcome is in the call; otherwise the
  * process is gone (killed at the deadline) and *status is its wait status
  * (-1: unknown).  HEAD_NOT_RUN: it died between calls, before this one. */
+/* A call sent to a process that will not run it (taken back, or the
+ * process died before it) goes back to the pool, oldest first, where any
+ * worker may take it, and may be cancelled again until one does.  After
+ * shutdown the pool takes no submits: it goes on this worker's deque. */
+static void give_back(gf_worker *w, gf_task *t)
+{
+    remote_call *rc = gf_remote_call_of(t);
+    gf_foreign_unclaim(&rc->base);
+    if (gf_pool_submit(gf_worker_pool(w), t) == 0 || gf_worker_push(w, t) == 0)
+        return;
+    if (gf_foreign_begin(&rc->base))  /* unless cancelled meanwhile */
+        gf_remote_store_text(rc, STATUS_FAILED, NULL);
+    gf_foreign_end(&rc->base);
+}
+
 /* Give the pool back the calls behind the head while it runs, when it has
  * run for REVOKE_AFTER_NS: one CAS moves the ticket from the head's number
  * past the newest call's, the same CAS the worker would need to start the
@@ -509,18 +524,8 @@ static void maybe_revoke(pworker *pw, gf_worker *w, inflight *q,
             &ctl->ticket, &expected, newest, memory_order_acq_rel,
             memory_order_acquire))
         return;  /* the head just finished and the next one started */
-    /* Taken back, cancellable again, from the newest so that the pool
-     * hands them out oldest first. */
-    for (int i = q->count - 1; i >= 1; i--) {
-        gf_task *t = inflight_at(q, i);
-        gf_foreign_unclaim(&gf_remote_call_of(t)->base);
-        if (gf_pool_submit(gf_worker_pool(w), t) != 0
-            && gf_worker_push(w, t) != 0) {
-            remote_call *rc = gf_remote_call_of(t);
-            gf_remote_store_text(rc, STATUS_FAILED, NULL);
-            gf_foreign_end(&rc->base);
-        }
-    }
+    for (int i = 1; i < q->count; i++)
+        give_back(w, inflight_at(q, i));
     q->count = 1;
 }
 
@@ -563,8 +568,8 @@ static enum head_end wait_head(pworker *pw, gf_worker *w, inflight *q,
     return running == seq ? HEAD_CRASHED : HEAD_NOT_RUN;
 }
 
-static void store_death(pworker *pw, remote_call *rc, enum head_end how,
-                        pid_t pid, int status)
+static void store_death(remote_call *rc, enum head_end how, pid_t pid,
+                        int status)
 {
     if (how == HEAD_TIMED_OUT) {
         char text[160];
@@ -576,7 +581,6 @@ static void store_death(pworker *pw, remote_call *rc, enum head_end how,
         gf_remote_store_text(rc, STATUS_CRASHED,
                              crash_text(pid, status, &rc->code));
     }
-    (void)pw;
 }
 
 /* Send task t (claimed) and queue it; a call that cannot be sent is
@@ -639,18 +643,13 @@ static void after_death(pworker *pw, gf_worker *w, inflight *q,
     forget_process(pw);
     if (how != HEAD_NOT_RUN) {
         remote_call *rc = gf_remote_call_of(inflight_at(q, 0));
-        store_death(pw, rc, how, pid, status);
+        store_death(rc, how, pid, status);
         gf_foreign_end(&rc->base);
         q->head = (q->head + 1) % PIPELINE_MAX;
         q->count--;
     }
-    /* Newest first, so that this worker pops them oldest first. */
-    for (int i = q->count - 1; i >= 0; i--)
-        if (gf_worker_push(w, inflight_at(q, i)) != 0) {
-            remote_call *rc = gf_remote_call_of(inflight_at(q, i));
-            gf_remote_store_text(rc, STATUS_FAILED, NULL);
-            gf_foreign_end(&rc->base);
-        }
+    for (int i = 0; i < q->count; i++)
+        give_back(w, inflight_at(q, i));
     q->count = 0;
 }
 
