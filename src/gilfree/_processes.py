@@ -88,17 +88,23 @@ def _dumps(obj: Any, protocol: int = 5) -> Any:
 def _install_codec() -> None:
     # Without a main script (REPL, -c, Jupyter) the workers cannot find
     # __main__'s functions by running it: ship every call by value then.
+    # _core pickles the common call itself with plain (pickle.dumps) and
+    # calls dumps for the rest: big bytes to move out of band, or a call
+    # plain pickle refuses.
     dumps: Callable[..., Any] = _dumps
+    plain: Callable[..., Any] | None = pickle.dumps
     if _main_file() is None:
         try:
             import cloudpickle
 
             def dumps(obj: Any, protocol: int = 5) -> Any:
                 return cloudpickle.dumps(obj, protocol)
+            plain = None
         except ImportError:
             pass
     _core._remote_set_codec(_core.REMOTE_PROCESSES,
-                            (dumps, _fallback_dumps, pickle.loads, _rebuild, _failure))
+                            (dumps, _fallback_dumps, pickle.loads, _rebuild, _failure,
+                             plain, OUT_OF_BAND_BYTES))
 
 
 with open(os.path.join(os.path.dirname(__file__), "_worker.py"), "rb") as _f:

@@ -200,3 +200,17 @@ def wait_for_child(pid, timeout=30.0):
             print("CHILD HUNG")
             sys.exit(1)
         time.sleep(0.01)
+
+
+def describe_buffer(buf):
+    """What a worker received: its type name, size and a checksum."""
+    view = memoryview(buf).cast("B")
+    return type(buf).__name__, view.nbytes, sum(view[::4096]), bytes(view[:4])
+
+
+def make_bytes(size, fill):
+    return bytes([fill]) * size
+
+
+def make_list(n):
+    return list(range(n))

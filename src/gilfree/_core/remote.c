@@ -15,7 +15,9 @@
  *                           the exception for a call that did not come
  *                           back pickled: status is "broken", "failed",
  *                           "crashed" or "timedout"
- * so exception classes and pickling policy stay in Python.
+ * so exception classes and pickling policy stay in Python.  The processes
+ * backend adds (plain_dumps, oob_bytes): the common call is pickled here,
+ * in C (fast_dumps), and dumps is called only for the rest.
  */
 #include "remote.h"
 
@@ -38,7 +40,12 @@ typedef struct RemoteExecutorObject {
     PyObject *last_fn, *last_fn_bytes;
 } RemoteExecutorObject;
 
-enum codec_slot { C_DUMPS, C_FALLBACK, C_LOADS, C_REBUILD, C_FAILURE, C_N };
+enum codec_slot {
+    C_DUMPS, C_FALLBACK, C_LOADS, C_REBUILD, C_FAILURE, C_N,
+    /* processes only: pickle.dumps (None: always C_DUMPS) and the size
+     * from which a buffer travels out of band; see fast_dumps */
+    C_PLAIN = C_N, C_OOB_BYTES, C_N_PROCESSES,
+};
 
 static const char *const status_names[] = {
     [STATUS_NONE] = "failed",   [STATUS_PICKLED] = "pickled",
@@ -630,8 +637,109 @@ static remote_core *live_core(RemoteExecutorObject *ex)
     return codec_of(core->st, core->kind) ? core : NULL;
 }
 
+/* buffer_callback of fast_dumps, bound to (list, oob_bytes): a contiguous
+ * buffer of at least oob_bytes goes out of band (into the list; None
+ * answers "out of band"), anything else stays in the pickle. */
+static PyObject *collect_buffer(PyObject *bound, PyObject *pb)
+{
+    Py_ssize_t threshold = PyLong_AsSsize_t(PyTuple_GET_ITEM(bound, 1));
+    Py_buffer view;
+    if (PyObject_GetBuffer(pb, &view, PyBUF_ANY_CONTIGUOUS) < 0) {
+        PyErr_Clear();
+        Py_RETURN_TRUE;
+    }
+    Py_ssize_t len = view.len;
+    PyBuffer_Release(&view);
+    if (len < threshold)
+        Py_RETURN_TRUE;
+    PyObject *raw = PyObject_CallMethod(pb, "raw", NULL);
+    if (!raw) {
+        PyErr_Clear();
+        Py_RETURN_TRUE;
+    }
+    int rc = PyList_Append(PyTuple_GET_ITEM(bound, 0), raw);
+    Py_DECREF(raw);
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef collect_buffer_def = {
+    "collect_buffer", collect_buffer, METH_O, NULL,
+};
+
+static int big_bytes(PyObject *o, Py_ssize_t threshold)
+{
+    return (PyBytes_CheckExact(o) && PyBytes_GET_SIZE(o) >= threshold)
+           || (PyByteArray_CheckExact(o)
+               && PyByteArray_GET_SIZE(o) >= threshold);
+}
+
+/* Whether a payload tuple holds a big bytes or bytearray two containers
+ * down (a call's (args, kwargs)): those travel out of band only through
+ * the codec's dumps, which wraps them (pickle never offers them to a
+ * buffer_callback). */
+static int holds_big_bytes(PyObject *payload, Py_ssize_t threshold)
+{
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(payload); i++) {
+        PyObject *x = PyTuple_GET_ITEM(payload, i);
+        if (big_bytes(x, threshold))
+            return 1;
+        if (PyTuple_CheckExact(x) || PyList_CheckExact(x)) {
+            PyObject *seq = x;
+            Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+            for (Py_ssize_t j = 0; j < n; j++)
+                if (big_bytes(PySequence_Fast_GET_ITEM(seq, j), threshold))
+                    return 1;
+        } else if (PyDict_CheckExact(x)) {
+            Py_ssize_t pos = 0;
+            PyObject *key, *value;
+            while (PyDict_Next(x, &pos, &key, &value))
+                if (big_bytes(value, threshold))
+                    return 1;
+        }
+    }
+    return 0;
+}
+
+/* The processes backend's common case, without a Python frame:
+ * pickle.dumps(payload, 5, buffer_callback=<collect_buffer>).  NULL with
+ * no exception set when the codec's dumps must do it. */
+static PyObject *fast_dumps(PyObject *codec, PyObject *payload,
+                            PyObject *proto, PyObject **buffers)
+{
+    if (PyTuple_GET_SIZE(codec) != C_N_PROCESSES
+        || PyTuple_GET_ITEM(codec, C_PLAIN) == Py_None
+        || !PyTuple_CheckExact(payload))
+        return NULL;
+    PyObject *threshold = PyTuple_GET_ITEM(codec, C_OOB_BYTES);
+    if (holds_big_bytes(payload, PyLong_AsSsize_t(threshold)))
+        return NULL;
+    PyObject *list = PyList_New(0);
+    PyObject *bound = list ? PyTuple_Pack(2, list, threshold) : NULL;
+    PyObject *callback = bound ? PyCFunction_New(&collect_buffer_def, bound)
+                               : NULL;
+    PyObject *kwnames = callback ? Py_BuildValue("(s)", "buffer_callback")
+                                 : NULL;
+    PyObject *b = NULL;
+    if (kwnames) {
+        PyObject *argv[3] = {payload, proto, callback};
+        b = PyObject_Vectorcall(PyTuple_GET_ITEM(codec, C_PLAIN), argv, 2,
+                                kwnames);
+    }
+    if (b && PyList_GET_SIZE(list))
+        *buffers = Py_NewRef(list);
+    Py_XDECREF(kwnames);
+    Py_XDECREF(callback);
+    Py_XDECREF(bound);
+    Py_XDECREF(list);
+    if (!b && !PyErr_Occurred())
+        PyErr_NoMemory();
+    return b;
+}
+
 /* The codec's dumps(payload, 5), or its fallback (cloudpickle) if that
- * fails; *buffers gets the out-of-band buffer list (or NULL). */
+ * fails; *buffers (processes) gets the out-of-band buffer list or NULL. */
 static PyObject *dumps(remote_core *core, PyObject *payload, int *by_value,
                        PyObject **buffers)
 {
@@ -643,8 +751,10 @@ static PyObject *dumps(remote_core *core, PyObject *payload, int *by_value,
     if (!proto)
         return NULL;
     PyObject *argv[2] = {payload, proto};
-    PyObject *b = PyObject_Vectorcall(PyTuple_GET_ITEM(codec, C_DUMPS), argv,
-                                      2, NULL);
+    PyObject *b = buffers ? fast_dumps(codec, payload, proto, buffers) : NULL;
+    if (!b && !PyErr_Occurred())
+        b = PyObject_Vectorcall(PyTuple_GET_ITEM(codec, C_DUMPS), argv, 2,
+                                NULL);
     if (!b) {
         PyObject *first = gf_fetch_exception();
         b = PyObject_Vectorcall(PyTuple_GET_ITEM(codec, C_FALLBACK), argv, 2,
@@ -667,7 +777,8 @@ static PyObject *dumps(remote_core *core, PyObject *payload, int *by_value,
     }
     if (b && !PyBytes_Check(b)) {
         Py_SETREF(b, NULL);
-        Py_CLEAR(*buffers);
+        if (buffers)
+            Py_CLEAR(*buffers);
         PyErr_SetString(PyExc_TypeError, "dumps did not return bytes");
     }
     return b;
@@ -1091,10 +1202,13 @@ static PyObject *remote_set_codec(PyObject *module, PyObject *const *args,
                                   Py_ssize_t nargs)
 {
     if (nargs != 2 || !PyLong_Check(args[0]) || !PyTuple_Check(args[1])
-        || PyTuple_GET_SIZE(args[1]) != C_N) {
+        || (PyTuple_GET_SIZE(args[1]) != C_N
+            && PyTuple_GET_SIZE(args[1]) != C_N_PROCESSES)
+        || (PyTuple_GET_SIZE(args[1]) == C_N_PROCESSES
+            && !PyLong_Check(PyTuple_GET_ITEM(args[1], C_OOB_BYTES)))) {
         PyErr_SetString(PyExc_TypeError,
                         "expected (kind, (dumps, fallback_dumps, loads, "
-                        "rebuild, failure))");
+                        "rebuild, failure[, plain_dumps, oob_bytes]))");
         return NULL;
     }
     long kind = PyLong_AsLong(args[0]);

@@ -1,0 +1,70 @@
+"""The processes backend's transport: what is too big for a channel record
+travels in memfd segments, and arrives whole, as the same type.
+
+The behaviour suites (test_futures.py and the others, crossed with the
+process mixins in backends.py) and the fault suite (test_process_faults.py)
+cover the rest of the backend.
+"""
+
+import os
+import pickle
+
+import pytest
+
+import tasks
+
+MIB = 1 << 20
+
+
+@pytest.fixture
+def pool():
+    import gilfree
+
+    with gilfree.ProcessPoolExecutor(max_workers=2) as ex:
+        yield ex
+
+
+def _dev_shm():
+    return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+
+
+@pytest.mark.parametrize("kind", [bytes, bytearray])
+def test_big_bytes_arguments_arrive_whole_and_as_their_type(pool, kind):
+    data = kind(bytes(range(256)) * (3 * MIB // 256))
+    name, size, checksum, head = pool.submit(tasks.describe_buffer, data).result(timeout=60)
+    view = memoryview(data)
+    assert (name, size, checksum, head) == (kind.__name__, len(data), sum(view[::4096]),
+                                            bytes(view[:4]))
+
+
+def test_a_pickle_buffer_travels_out_of_band(pool):
+    data = bytearray(b"\x05" * (2 * MIB))
+    name, size, checksum, head = pool.submit(
+        tasks.describe_buffer, pickle.PickleBuffer(data)).result(timeout=60)
+    # the worker gets the shared mapping itself, not a copy made by pickle
+    assert (name, size, checksum, head) == ("SharedBuffer", len(data), 5 * (len(data) // 4096),
+                                            b"\x05" * 4)
+
+
+def test_a_big_bytes_result_comes_back_whole(pool):
+    out = pool.submit(tasks.make_bytes, 5 * MIB, 9).result(timeout=60)
+    assert type(out) is bytes and len(out) == 5 * MIB and out[::MIB] == b"\x09" * 5
+
+
+def test_pickles_bigger_than_a_channel_record_cross_both_ways(pool):
+    # ~1.2 MB pickles: more than half of a 1 MiB ring, so the whole body
+    # goes through a segment in each direction
+    n = 300_000
+    assert pool.submit(len, list(range(n))).result(timeout=60) == n
+    assert pool.submit(tasks.make_list, n).result(timeout=60) == list(range(n))
+
+
+def test_shared_memory_leaves_no_name_in_dev_shm(pool):
+    before = _dev_shm()
+    assert pool.submit(len, b"x" * (4 * MIB)).result(timeout=60) == 4 * MIB
+    assert _dev_shm() - before == set()
+
+
+def test_map_carries_big_items(pool):
+    items = [bytes([i]) * (2 * MIB) for i in range(4)]
+    assert list(pool.map(len, items)) == [2 * MIB] * 4
