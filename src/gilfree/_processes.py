@@ -85,14 +85,21 @@ def _dumps(obj: Any, protocol: int = 5) -> Any:
     return _worker.dumps_out(obj, OUT_OF_BAND_BYTES)
 
 
+#: Whether calls are shipped by value (cloudpickle): no main script to
+#: find ``__main__``'s functions in (a REPL, ``-c``, Jupyter).
+by_value = False
+
+
 def _install_codec() -> None:
     # Without a main script (REPL, -c, Jupyter) the workers cannot find
     # __main__'s functions by running it: ship every call by value then.
     # _core pickles the common call itself with plain (pickle.dumps) and
     # calls dumps for the rest: big bytes to move out of band, or a call
     # plain pickle refuses.
+    global by_value
     dumps: Callable[..., Any] = _dumps
     plain: Callable[..., Any] | None = pickle.dumps
+    by_value = False
     if _main_file() is None:
         try:
             import cloudpickle
@@ -100,6 +107,7 @@ def _install_codec() -> None:
             def dumps(obj: Any, protocol: int = 5) -> Any:
                 return cloudpickle.dumps(obj, protocol)
             plain = None
+            by_value = True
         except ImportError:
             pass
     _core._remote_set_codec(_core.REMOTE_PROCESSES,
@@ -219,6 +227,10 @@ class ProcessPoolExecutor(RemoteMapMixin, _core.RemoteExecutor,  # type: ignore[
                 raise TypeError("max_tasks_per_child must be an integer")
             if max_tasks_per_child <= 0:
                 raise ValueError("max_tasks_per_child must be >= 1")
+        # Decided now, not only at import: under ``python -m pkg`` gilfree is
+        # imported before ``__main__`` has its file, which would look like a
+        # REPL and ship every call by value.
+        _install_codec()
         init_blob = None
         if initializer is not None:
             init_blob = _dumps_any((initializer, tuple(initargs)))

@@ -68,3 +68,24 @@ def test_shared_memory_leaves_no_name_in_dev_shm(pool):
 def test_map_carries_big_items(pool):
     items = [bytes([i]) * (2 * MIB) for i in range(4)]
     assert list(pool.map(len, items)) == [2 * MIB] * 4
+
+
+def test_a_package_run_with_dash_m_ships_calls_by_reference(run_python):
+    # `python -m pool_package` imports the package, and gilfree with it,
+    # before __main__ has a file: the choice between pickle and cloudpickle
+    # must wait for the pool (it once did not, and shipped every call, big
+    # buffers included, by value - `python -m gilfree bench` among them)
+    import subprocess
+    import sys
+
+    from conftest import HERE
+    from support import subprocess_env
+
+    proc = subprocess.run([sys.executable, "-m", "pool_package"], capture_output=True,
+                          text=True, timeout=120, env=subprocess_env(), cwd=HERE)
+    assert proc.returncode == 0, proc.stderr
+    assert "by value False" in proc.stdout, proc.stdout
+    proc = run_python("import runpy; runpy.run_module('pool_package.__main__', "
+                      "run_name='__main__')")
+    assert proc.returncode == 0, proc.stderr
+    assert "by value True" in proc.stdout, proc.stdout  # -c: no main script
