@@ -14,8 +14,12 @@ from __future__ import annotations
 import os as _os
 from concurrent.futures.thread import BrokenThreadPool
 
-from . import _core, _lifecycle
-from ._core import TimeoutError
+from . import _core
+
+_core._complete()  # a worker process's copy is loaded lean (_zygote.py)
+
+from . import _lifecycle  # noqa: E402
+from ._core import TimeoutError  # noqa: E402
 from ._executor import ThreadPoolExecutor
 from ._futures import Future
 from ._interpreters import BrokenInterpreterPool, InterpreterPoolExecutor

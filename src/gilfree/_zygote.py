@@ -17,8 +17,11 @@ the socket closes - the last process pool is gone, or the parent died - the
 zygote kills what is left, reaps it and exits; workers also die with the
 zygote (``PR_SET_PDEATHSIG``), so nothing outlives a ``SIGKILL``ed parent.
 
-Run as ``python -c <bootstrap> CTL_FD CORE_PATH``: the bootstrap loads the
-``gilfree._core`` extension from its path without importing the package.
+Run as ``python -c <bootstrap> CTL_FD CORE_PATH ZYGOTE_PATH``: the bootstrap
+loads the ``gilfree._core`` extension from its path without importing the
+package, and *lean*: without the stdlib's futures vocabulary
+(``concurrent.futures``, ``multiprocessing``: 30 ms), which a worker needs
+only if a task imports gilfree, whose ``__init__`` then completes it.
 """
 
 import os
@@ -28,12 +31,18 @@ import socket
 import struct
 import sys
 
+# Every worker's setup needs these two: loaded once here, shared by every fork.
+import pickle  # noqa: F401
+import threading  # noqa: F401
+
 BOOTSTRAP = """
-import importlib.util, sys
+import importlib.util, os, sys
 spec = importlib.util.spec_from_file_location("gilfree._core", sys.argv[2])
 core = importlib.util.module_from_spec(spec)
 sys.modules["gilfree._core"] = core
+os.environ["GILFREE_LEAN_CORE"] = "1"
 spec.loader.exec_module(core)
+del os.environ["GILFREE_LEAN_CORE"]
 spec = importlib.util.spec_from_file_location("gilfree._zygote", sys.argv[3])
 zygote = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(zygote)
@@ -46,8 +55,7 @@ _PRELOAD_AFTER_IDLE_S = 0.05
 
 
 def _preload():
-    """What workers need sooner or later, loaded once here."""
-    import pickle  # noqa: F401
+    """What workers may need later, loaded once here."""
     try:
         import cloudpickle  # noqa: F401 - functions sent by value need it
     except ImportError:

@@ -214,3 +214,12 @@ def make_bytes(size, fill):
 
 def make_list(n):
     return list(range(n))
+
+
+def use_gilfree_threads(x):
+    """Import gilfree in a worker and run a threads pool there."""
+    import gilfree
+
+    with gilfree.ThreadPoolExecutor(1) as ex:
+        value = ex.submit(square, x).result(timeout=30)
+    return value, issubclass(gilfree.TimeoutError, TimeoutError)

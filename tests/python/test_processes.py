@@ -89,3 +89,9 @@ def test_a_package_run_with_dash_m_ships_calls_by_reference(run_python):
                       "run_name='__main__')")
     assert proc.returncode == 0, proc.stderr
     assert "by value True" in proc.stdout, proc.stdout  # -c: no main script
+
+
+def test_a_task_may_import_gilfree_in_its_worker(pool):
+    # workers come from a zygote that loads gilfree._core without the
+    # stdlib's futures vocabulary; importing gilfree completes it
+    assert pool.submit(tasks.use_gilfree_threads, 6).result(timeout=60) == (36, True)

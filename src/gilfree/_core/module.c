@@ -11,6 +11,8 @@
 
 #include "gf_park.h"
 
+#include <stdlib.h>
+
 static PyObject *import_attr(const char *module, const char *name)
 {
     PyObject *m = PyImport_ImportModule(module);
@@ -40,6 +42,39 @@ static PyObject *make_timeout_error(void)
         bases, NULL);
     Py_DECREF(bases);
     return type;
+}
+
+/* The stdlib's futures vocabulary, which futures and executors need:
+ * concurrent.futures (and logging with it) and multiprocessing, about 30 ms
+ * to import.  A worker process of the processes backend needs none of it
+ * unless a task imports gilfree, so the zygote loads the module "lean"
+ * (GILFREE_LEAN_CORE=1) and gilfree/__init__.py completes it (_complete). */
+static int import_vocabulary(PyObject *module, module_state *st)
+{
+    if (!(st->cancelled_error = import_attr("concurrent.futures",
+                                            "CancelledError"))
+        || !(st->invalid_state_error = import_attr("concurrent.futures",
+                                                   "InvalidStateError"))
+        || !(st->broken_thread_pool = import_attr("concurrent.futures.thread",
+                                                  "BrokenThreadPool"))
+        || !(st->cf_logger = import_attr("concurrent.futures._base", "LOGGER"))
+        || !(st->rlock_type = import_attr("_thread", "RLock"))
+        || !(st->mp_timeout_error = make_timeout_error()))
+        return -1;
+    /* After broken_thread_pool: BrokenInterpreterPool subclasses it. */
+    if (gf_interp_register(module, st) < 0)
+        return -1;
+    st->lean = 0;
+    return PyModule_AddObjectRef(module, "TimeoutError", st->mp_timeout_error);
+}
+
+static PyObject *complete(PyObject *module, PyObject *unused)
+{
+    (void)unused;
+    module_state *st = state_of_module(module);
+    if (st->lean && import_vocabulary(module, st) < 0)
+        return NULL;
+    Py_RETURN_NONE;
 }
 
 static PyObject *register_future_class(PyObject *module, PyObject *cls)
@@ -81,6 +116,9 @@ static PyMethodDef module_functions[] = {
      "Called on each worker: started(name) first, stopping() last."},
     {"_next_executor_number", next_executor_number, METH_NOARGS,
      "_next_executor_number($module, /)\n--\n\nFor default thread names."},
+    {"_complete", complete, METH_NOARGS,
+     "_complete($module, /)\n--\n\n"
+     "Import the stdlib parts a module loaded lean left out (no-op else)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -91,24 +129,13 @@ static int module_exec(PyObject *module)
         || gf_executor_register(module, st) < 0
         || gf_mapiter_register(module, st) < 0
         || gf_native_register(module, st) < 0
-        || gf_demo_register(module) < 0)
-        return -1;
-    if (!(st->cancelled_error = import_attr("concurrent.futures",
-                                            "CancelledError"))
-        || !(st->invalid_state_error = import_attr("concurrent.futures",
-                                                   "InvalidStateError"))
-        || !(st->broken_thread_pool = import_attr("concurrent.futures.thread",
-                                                  "BrokenThreadPool"))
-        || !(st->cf_logger = import_attr("concurrent.futures._base", "LOGGER"))
-        || !(st->rlock_type = import_attr("_thread", "RLock"))
-        || !(st->mp_timeout_error = make_timeout_error()))
-        return -1;
-    /* After broken_thread_pool: BrokenInterpreterPool subclasses it. */
-    if (gf_interp_register(module, st) < 0
+        || gf_demo_register(module) < 0
         || gf_remote_register(module, st) < 0
         || gf_proc_register(module, st) < 0)
         return -1;
-    if (PyModule_AddObjectRef(module, "TimeoutError", st->mp_timeout_error) < 0)
+    const char *lean = getenv("GILFREE_LEAN_CORE");
+    st->lean = 1;
+    if (!(lean && lean[0] == '1') && import_vocabulary(module, st) < 0)
         return -1;
     return PyModule_AddStringConstant(module, "GIL_FREE_ABI", "1");
 }

@@ -64,6 +64,8 @@ typedef struct module_state {
     struct remote_core *remote_cores;  /* every live remote pool */
     struct proc_zygote *zygote;      /* the process pools' zygote (proc.c) */
     int executor_counter;            /* default thread name prefixes */
+    int lean;                        /* the stdlib vocabulary is not
+                                        imported yet (module.c) */
 } module_state;
 
 extern PyModuleDef gf_core_module;
