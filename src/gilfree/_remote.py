@@ -209,20 +209,29 @@ class _MapRun:
             self.pending_items = None
             chunksize = chunksize or 1
         self.chunksize = chunksize
-        self.chunks: list[tuple[int, int, Any]] = []  # (start, count, future)
+        # (start, count, future); count -1: a single call, whose future holds
+        # the value itself (a chunk's holds (values, errors))
+        self.chunks: list[tuple[int, int, Any]] = []
         self.nitems = 0
         self.inflight = 0
         self.done_queue: queue.SimpleQueue | None = None
         self.cancelled = False
 
     def _submit(self, chunk: list[Any]) -> None:
-        if self.task_timeout is None:
+        count = len(chunk)
+        if count == 1 and self.task_timeout is None:
+            # One item (imap's chunksize=1): a plain call, whose function
+            # pickles once per executor, not once per chunk.
+            args = tuple(chunk[0]) if self.star else (chunk[0],)
+            f = self.ex.submit(self.fn, *args)
+            count = -1
+        elif self.task_timeout is None:
             f = self.ex._submit_chunk(self.fn, chunk, self.star)
         else:  # each item may take task_timeout: the chunk, all of theirs
             f = self.ex._submit_chunk(self.fn, chunk, self.star,
                                       self.task_timeout * len(chunk))
         index = len(self.chunks)
-        self.chunks.append((self.nitems, len(chunk), f))
+        self.chunks.append((self.nitems, count, f))
         self.nitems += len(chunk)
         self.inflight += len(chunk)
         if self.done_queue is not None:
@@ -275,7 +284,12 @@ class _MapRun:
 
     @staticmethod
     def outcome(f: concurrent.futures.Future, count: int) -> tuple[list[Any], dict[int, BaseException]]:
-        """(values, {index: exception}) of a finished chunk."""
+        """(values, {index: exception}) of a finished chunk (count -1: call)."""
+        if count < 0:
+            try:
+                return [f.result(timeout=0)], {}
+            except BaseException as e:
+                return [None], {0: e}
         try:
             values, errors = f.result(timeout=0)
         except BaseException as e:  # the whole chunk failed (unpicklable fn, broken pool)
@@ -368,7 +382,7 @@ class _MapIterator:
                     raise TimeoutError() from None
                 break
             start, count, f = run.chunks[index]
-        run.inflight -= count
+        run.inflight -= abs(count)
         run.chunks[self.next_chunk - 1 if self.ordered else index] = (start, count, None)
         self.buffer, self.errors = run.outcome(f, count)
         self.pos = 0
