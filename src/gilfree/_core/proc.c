@@ -134,6 +134,10 @@ static int pidfd_open_(pid_t pid)
 #endif
 }
 
+/* By pidfd where there is one: the pid could in principle be reused once
+ * the zygote reaps the process; the pidfd names this process only.  The
+ * plain kill() is the fallback for kernels without pidfds (the zygote
+ * reaps only after a death, so the pid is still this process's then). */
 static void kill_process(pworker *pw)
 {
 #ifdef SYS_pidfd_send_signal
@@ -141,8 +145,7 @@ static void kill_process(pworker *pw)
         && syscall(SYS_pidfd_send_signal, pw->pidfd, SIGKILL, NULL, 0) == 0)
         return;
 #endif
-    if (pw->pidfd < 0)
-        kill(pw->pid, SIGKILL);
+    kill(pw->pid, SIGKILL);
 }
 
 /* Whether the process has exited, by its pidfd (readable once it has). */
