@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator, List, Sequence, Tuple
 
 from .. import probe
 from ..case import Timed
+from ..timing import calibrate, fmt_n
 
 Prepare = Callable[[], Tuple[Callable[[Any], Any], Sequence[Any], Sequence[Any]]]
 
@@ -81,3 +82,12 @@ def calls_setup(prepare: Prepare, runner: str, workers: int) -> Callable:
             yield Timed(run=lambda: call_all(fn, args), warm=lambda: call_all(fn, warm_args))
 
     return setup
+
+
+def countdown_iterations(cfg: Any) -> int:
+    """n for which seed 001's ``countdown(n)`` takes about ``cfg.call_seconds``
+    in the calling thread (calibrated now; the workloads keep the value)."""
+    countdown = probe.gilfree("demo").countdown
+    n = calibrate(countdown, cfg.call_seconds, start=10_000)
+    cfg.log(f"       calibrated: countdown n = {fmt_n(n)} (≈{cfg.call_seconds:g} s per call)")
+    return n

@@ -21,9 +21,9 @@ from typing import List
 
 from .. import probe
 from ..case import GILFREE, SERIAL, STDLIB, Case, Timed, per_item_at_most, speedup_at_least
-from ..timing import calibrate, fmt_n
+from ..timing import fmt_n
 from .base import Workload
-from .common import plural
+from .common import countdown_iterations, plural
 
 COUNTDOWN_TARGET = 1.8      # × serial, on 2 workers (issue 3)
 SUBMIT_ALL_TARGET = 3e-6    # s per task
@@ -79,8 +79,7 @@ class Interpreters(Workload):
 
     def _countdown_n(self) -> int:
         if self._n is None:
-            countdown = probe.gilfree("demo").countdown
-            self._n = calibrate(countdown, self.cfg.call_seconds, start=10_000)
+            self._n = countdown_iterations(self.cfg)
         return self._n
 
     def cases(self) -> List[Case]:

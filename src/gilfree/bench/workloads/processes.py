@@ -43,9 +43,9 @@ from typing import Callable, Dict, List, Optional
 from .. import probe
 from ..case import (GILFREE, PEER, SERIAL, STDLIB, Case, Result, Target, Timed, format_seconds,
                     per_item_at_most, speedup_at_least)
-from ..timing import calibrate, fmt_n
+from ..timing import fmt_n
 from .base import Workload
-from .common import plural
+from .common import countdown_iterations, plural
 from .dispatch import _importable_env
 
 # Issue 4's targets (on 2 cores).
@@ -543,10 +543,7 @@ class ProcessesCountdown(_Processes):
 
     def _iterations(self) -> int:
         if self._n is None:
-            countdown = probe.gilfree("demo").countdown
-            self._n = calibrate(countdown, self.cfg.call_seconds, start=10_000)
-            self.cfg.log(f"       calibrated: countdown n = {fmt_n(self._n)} "
-                         f"(≈{self.cfg.call_seconds:g} s per call)")
+            self._n = countdown_iterations(self.cfg)
         return self._n
 
     def rows(self) -> List[Case]:

@@ -14,9 +14,10 @@ from typing import List
 
 from .. import probe
 from ..case import GILFREE, SERIAL, STDLIB, Case
-from ..timing import calibrate, fmt_n
+from ..timing import fmt_n
 from .base import Workload
-from .common import GILFREE_POOL, GILFREE_TPE, SERIAL_RUN, STDLIB_TPE, calls_setup, label
+from .common import (GILFREE_POOL, GILFREE_TPE, SERIAL_RUN, STDLIB_TPE, calls_setup,
+                     countdown_iterations, label)
 
 GROUP = "seed 001: countdown (pure Python)"
 
@@ -33,10 +34,7 @@ class Seed001(Workload):
 
     def _iterations(self) -> int:
         if self._n is None:
-            countdown = probe.gilfree("demo").countdown
-            self._n = calibrate(countdown, self.cfg.call_seconds, start=10_000)
-            self.cfg.log(f"       calibrated: countdown n = {fmt_n(self._n)} "
-                         f"(≈{self.cfg.call_seconds:g} s per call)")
+            self._n = countdown_iterations(self.cfg)
         return self._n
 
     def _prepare(self):
