@@ -200,6 +200,11 @@ class ProcessPoolExecutor(RemoteMapMixin, _core.RemoteExecutor,  # type: ignore[
         initargs: Arguments for ``initializer`` (pickled).
         max_tasks_per_child: Each worker process runs at most this many
             calls (a map chunk counts as one), then is replaced.
+        kill_on_cancel: If true, :meth:`Future.cancel` also stops a call
+            that has started: its worker process is killed (and replaced)
+            and the future is cancelled; calls queued behind it are kept.
+            By default, as in the stdlib, a running call cannot be
+            cancelled.
     """
 
     def __new__(
@@ -210,6 +215,7 @@ class ProcessPoolExecutor(RemoteMapMixin, _core.RemoteExecutor,  # type: ignore[
         initargs: tuple[Any, ...] = (),
         *,
         max_tasks_per_child: int | None = None,
+        kill_on_cancel: bool = False,
     ) -> ProcessPoolExecutor:
         if max_workers is None:
             max_workers = default_process_workers()
@@ -245,7 +251,7 @@ class ProcessPoolExecutor(RemoteMapMixin, _core.RemoteExecutor,  # type: ignore[
                 return super().__new__(
                     cls, _core.REMOTE_PROCESSES, max_workers,
                     f"ProcessPoolExecutor-{_core._next_executor_number()}", init,
-                    _WORKER_SOURCE, max_tasks_per_child or 0)
+                    _WORKER_SOURCE, max_tasks_per_child or 0, bool(kill_on_cancel))
             finally:
                 if started:  # the pool holds it now (or it closes: no pool)
                     _core._proc_detach_zygote()
@@ -258,6 +264,7 @@ class ProcessPoolExecutor(RemoteMapMixin, _core.RemoteExecutor,  # type: ignore[
         initargs: tuple[Any, ...] = (),
         *,
         max_tasks_per_child: int | None = None,
+        kill_on_cancel: bool = False,
     ) -> None:
         """The stdlib's signature; the arguments were taken by ``__new__``
         (the C core needs them when it is allocated)."""

@@ -305,7 +305,9 @@ def test_the_api_has_the_stdlib_signature_and_the_timeout_extensions():
         return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
 
     ours = gilfree.ProcessPoolExecutor
-    assert shape(ours.__init__) == shape(concurrent.futures.ProcessPoolExecutor.__init__)
+    # The stdlib's parameters, in its order, then our keyword-only opt-in.
+    extra = ("kill_on_cancel", inspect.Parameter.KEYWORD_ONLY, False)
+    assert shape(ours.__init__) == shape(concurrent.futures.ProcessPoolExecutor.__init__) + [extra]
     for name in ("submit", "map", "shutdown", "submit_timeout", "__enter__", "__exit__"):
         assert callable(getattr(ours, name, None)), name
     assert "timeout" in inspect.signature(ours.submit_timeout).parameters
@@ -549,6 +551,97 @@ def test_pool_map_task_timeout(tmp_path):
     _assert_timed_out(r)
     ok(r["fast"], [0, 0.1, 0, 0.1])
     ok(r["after"], [i * i for i in range(10)])
+    assert_serves_and_no_leak(r)
+
+
+# -- 8b. cancel() that kills a running task (opt-in: kill_on_cancel) ---------------------------
+
+
+def test_cancel_kills_a_running_task_when_the_pool_opts_in(tmp_path):
+    r = run_scenario(tmp_path, """
+        before = snapshot()
+        pool = ProcessPoolExecutor(max_workers=2, kill_on_cancel=True)
+        list(pool.map(pft.square, range(8)))  # workers up
+        other = pool.submit(pft.sleep_then_return, 1.0, "other")  # on the other worker
+        slow = pool.submit(pft.write_pid_then_sleep, pidfile("slow"), NEVER_S, "late")
+        slow_pid = pft.read_pidfile(pidfile("slow"), timeout=T)[0]
+        behind = [pool.submit(pft.square, i) for i in range(6)]
+        callback_saw = []
+        slow.add_done_callback(lambda f: callback_saw.append(f.cancelled()))
+        t0 = time.monotonic()
+        cancelled = slow.cancel()
+        waited = concurrent.futures.wait([slow], timeout=T)
+        result = dict(
+            was_running=True,
+            cancelled=cancelled,
+            state=[slow.cancelled(), slow.done(), slow.running()],
+            in_done=slow in waited.done,
+            callback_saw=callback_saw,
+            outcome=attempt(slow.result, timeout=T)["type"],
+            cancel_again=slow.cancel(),
+            elapsed=time.monotonic() - t0,
+            slow_worker_killed=wait_until(lambda: pft.is_gone(slow_pid), timeout=5),
+            other=attempt(other.result, timeout=T),
+            behind=results(behind),
+            serves=serves(pool),
+        )
+        pool.shutdown(wait=True)
+        emit(**result, leaks=leaks(before))
+    """, NEVER_S=NEVER_S)
+    assert r["cancelled"] is True
+    assert r["state"] == [True, True, False]
+    assert r["in_done"] and r["callback_saw"] == [True]
+    assert r["outcome"] == "concurrent.futures._base.CancelledError"
+    assert r["cancel_again"] is True
+    assert r["elapsed"] < 3.0, f"cancel took {r['elapsed']:.2f}s"
+    assert r["slow_worker_killed"], "the cancelled task's worker is still alive"
+    ok(r["other"], "other")
+    assert r["behind"] == [{"ok": True, "value": i * i} for i in range(6)]
+    assert_serves_and_no_leak(r)
+
+
+def test_cancel_of_queued_and_pipelined_tasks_with_kill_on_cancel(tmp_path):
+    """Short calls are pipelined into a worker's ring before they start:
+    cancelling those takes them back (nothing is killed, nothing runs
+    twice); every call is either cancelled or returns its own result."""
+    r = run_scenario(tmp_path, """
+        before = snapshot()
+        pool = ProcessPoolExecutor(max_workers=2, kill_on_cancel=True)
+        futures = [pool.submit(pft.square_and_pid, i) for i in range(400)]
+        verdicts = [f.cancel() for f in futures[100::3]]
+        outcomes = []
+        for i, f in enumerate(futures):
+            try:
+                value, pid = f.result(timeout=T)
+                outcomes.append(["value", i, value])
+            except concurrent.futures.CancelledError:
+                outcomes.append(["cancelled", i, f.cancelled()])
+        pool.shutdown(wait=True)
+        emit(verdicts=verdicts, outcomes=outcomes, serves={"ok": True, "value": 49},
+             leaks=leaks(before))
+    """)
+    cancelled = {i for kind, i, _ in r["outcomes"] if kind == "cancelled"}
+    asked = set(range(100, 400, 3))
+    assert cancelled == {i for i, v in zip(sorted(asked), r["verdicts"]) if v}
+    assert cancelled, "no cancel won: the test did not test anything"
+    for kind, i, value in r["outcomes"]:
+        assert value is True if kind == "cancelled" else value == i * i, (kind, i, value)
+    assert_serves_and_no_leak(r)
+
+
+def test_without_kill_on_cancel_a_running_task_cannot_be_cancelled(tmp_path):
+    r = run_scenario(tmp_path, """
+        before = snapshot()
+        pool = ProcessPoolExecutor(max_workers=1)
+        slow = pool.submit(pft.write_pid_then_sleep, pidfile("slow"), 0.5, "finished")
+        pft.read_pidfile(pidfile("slow"), timeout=T)
+        result = dict(cancelled=slow.cancel(), outcome=attempt(slow.result, timeout=T),
+                      serves=serves(pool))
+        pool.shutdown(wait=True)
+        emit(**result, leaks=leaks(before))
+    """)
+    assert r["cancelled"] is False
+    ok(r["outcome"], "finished")
     assert_serves_and_no_leak(r)
 
 

@@ -6,10 +6,11 @@
 #include "gf_park.h"
 
 enum {
-    FC_CLAIMED = 1u,    /* a worker took it: cancel is too late */
+    FC_CLAIMED = 1u,    /* a worker took it: cancel is too late, unless
+                           the backend can stop it (ops->cancel_running) */
     FC_DONE = 2u,       /* payload stored */
     FC_NOTIFY = 4u,     /* Python side wants the finish on the bridge */
-    FC_CANCELLED = 8u,  /* cancelled before a worker took it */
+    FC_CANCELLED = 8u,  /* cancelled before the worker finished it */
     FC_SYNCING = 16u,   /* a thread is turning the payload into the outcome */
 };
 
@@ -45,25 +46,34 @@ int gf_foreign_begin(foreign_call *fc)
 
 void gf_foreign_unclaim(foreign_call *fc)
 {
-    /* Only the claimer clears CLAIMED, and nobody sets CANCELLED while it
-     * is set (gf_foreign_try_cancel's CAS), so this cannot lose a flag. */
+    /* Only the claimer clears CLAIMED, and an RMW on one bit keeps any
+     * CANCELLED set meanwhile (gf_foreign_cancel_claimed): the next begin
+     * then sees it. */
     atomic_fetch_and_explicit(&fc->flags, ~(uint32_t)FC_CLAIMED,
                               memory_order_release);
+}
+
+int gf_foreign_cancelled(foreign_call *fc)
+{
+    return (atomic_load_explicit(&fc->flags, memory_order_relaxed)
+            & FC_CANCELLED) != 0;
 }
 
 void gf_foreign_end(foreign_call *fc)
 {
     module_state *st = fc->st;
     FutureObject *f = fc->future;
-    if (atomic_load_explicit(&fc->flags, memory_order_relaxed) & FC_CANCELLED) {
+    /* acq_rel: releases the payload to the Python side; acquires the
+     * bridge pointer that was stored before NOTIFY was set.  One RMW
+     * decides against a concurrent gf_foreign_cancel_claimed: whichever
+     * of DONE and CANCELLED comes first wins. */
+    uint32_t old = atomic_fetch_or_explicit(&fc->flags, FC_DONE,
+                                            memory_order_acq_rel);
+    if (old & FC_CANCELLED) {  /* the Python side finished the future */
         bury(fc);
         leave(st);
         return;
     }
-    /* acq_rel: releases the payload to the Python side; acquires the
-     * bridge pointer that was stored before NOTIFY was set. */
-    uint32_t old = atomic_fetch_or_explicit(&fc->flags, FC_DONE,
-                                            memory_order_acq_rel);
     gf_completion_complete(&f->done, false);
     if (!(old & FC_NOTIFY)
         || gf_pool_submit(st->bridge->pool, &fc->finish_task) != 0)
@@ -184,6 +194,18 @@ void gf_future_sync(FutureObject *f)
     } else if ((flags & FC_CLAIMED) && f->state == FUT_PENDING) {
         f->state = FUT_RUNNING;
     }
+}
+
+int gf_foreign_cancel_claimed(foreign_call *fc)
+{
+    uint32_t flags = atomic_load_explicit(&fc->flags, memory_order_relaxed);
+    do {
+        if (flags & (FC_DONE | FC_CANCELLED))
+            return 0;
+    } while (!atomic_compare_exchange_weak_explicit(
+        &fc->flags, &flags, flags | FC_CANCELLED, memory_order_relaxed,
+        memory_order_relaxed));
+    return 1;
 }
 
 int gf_foreign_try_cancel(FutureObject *f)

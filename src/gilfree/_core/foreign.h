@@ -36,6 +36,11 @@ typedef struct foreign_ops {
     PyObject *(*outcome)(foreign_call *fc);
     /* With the future's GIL, when the future dies: free the payload. */
     void (*release)(foreign_call *fc);
+    /* Optional, with the future's GIL: cancel() found the call claimed by
+     * a worker.  Return 1 once gf_foreign_cancel_claimed() succeeded and
+     * the worker was told to abandon the call (the future is then
+     * cancelled at once), 0 to let cancel() fail as the stdlib's does. */
+    int (*cancel_running)(foreign_call *fc);
 } foreign_ops;
 
 struct foreign_call {
@@ -67,9 +72,15 @@ void gf_foreign_end(foreign_call *fc);
 /* Undo a begin whose call did not start after all (it goes back to the
  * queue): it may be cancelled again until the next begin. */
 void gf_foreign_unclaim(foreign_call *fc);
+/* Whether the call was cancelled, before or after a worker claimed it: a
+ * worker that sees it may abandon the call (its end then buries it). */
+int gf_foreign_cancelled(foreign_call *fc);
 
 /* Python side (GIL held): used by future.c. */
 int gf_foreign_try_cancel(FutureObject *f);
+/* For ops->cancel_running: mark a claimed call cancelled unless its worker
+ * finished it first; 1 if marked. */
+int gf_foreign_cancel_claimed(foreign_call *fc);
 int gf_foreign_want_notify(FutureObject *f);
 void gf_foreign_forget(FutureObject *f);
 

@@ -459,12 +459,18 @@ static PyObject *future_cancel(PyObject *self, PyObject *unused)
     (void)unused;
     FutureObject *f = (FutureObject *)self;
     sync_foreign(f);
-    if (f->state == FUT_RUNNING || f->state == FUT_FINISHED)
+    if (f->state == FUT_FINISHED)
         Py_RETURN_FALSE;
     if (is_cancelled(f))
         Py_RETURN_TRUE;
-    /* A foreign call may have been claimed by a worker without our GIL. */
-    if (f->foreign && !gf_foreign_try_cancel(f))
+    if (f->state == FUT_RUNNING && !f->foreign)
+        Py_RETURN_FALSE;
+    /* A foreign call may have been claimed by a worker without our GIL;
+     * some backends can still stop it (a process pool made with
+     * kill_on_cancel kills the worker process running it). */
+    if (f->foreign && !gf_foreign_try_cancel(f)
+        && !(f->foreign->ops->cancel_running
+             && f->foreign->ops->cancel_running(f->foreign)))
         Py_RETURN_FALSE;
     if (finish(f, FUT_CANCELLED, NULL) < 0)
         return NULL;

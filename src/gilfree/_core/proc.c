@@ -52,6 +52,9 @@
 /* While it sleeps it wakes this often to check that the process lives
  * (the zygote may be gone, and with it the exit notice). */
 #define LIVENESS_POLL_NS 100000000
+/* How often a proxy looks whether a cancelled call its process has claimed
+ * has started (to kill it) or finished (to drop its outcome). */
+#define CANCEL_POLL_NS 1000000
 /* A worker told to exit gets this long before it is killed. */
 #define EXIT_GRACE_NS 5000000000LL
 
@@ -68,11 +71,18 @@ typedef struct proc_zygote {
     _Atomic int refs;           /* pools holding it */
 } proc_zygote;
 
+typedef struct pworker pworker;
+
 /* A process pool's state (core->impl). */
 typedef struct proc_core {
     proc_zygote *zygote;
     _Atomic int live_workers;   /* worker threads started and not stopped */
     _Atomic int released;       /* its zygote reference was dropped */
+    /* For cancel(), which wakes the proxies from the caller's thread: the
+     * proxies by index, and their channels, which a proxy replaces only
+     * with the mutex held (its own reads need no lock). */
+    pthread_mutex_t mu;
+    pworker **proxies;          /* max_workers slots */
 } proc_core;
 
 static void zygote_unref(proc_zygote *z)
@@ -107,7 +117,7 @@ static void free_zygote(proc_zygote *z)
 }
 
 /* A worker thread's state: the process it is the proxy of. */
-typedef struct pworker {
+struct pworker {
     remote_core *core;
     proc_zygote *zygote;
     gf_chan *chan;              /* NULL: no process now */
@@ -119,7 +129,16 @@ typedef struct pworker {
     int64_t recent_ns;          /* smoothed time per call (0: unknown) */
     int64_t spin_ns;            /* spin before sleeping for an outcome */
     int index;
-} pworker;
+};
+
+/* Set or clear the channel others may poke (proc_core.mu). */
+static void publish_chan(pworker *pw, gf_chan *chan)
+{
+    proc_core *pc = pw->core->impl;
+    pthread_mutex_lock(&pc->mu);
+    pw->chan = chan;
+    pthread_mutex_unlock(&pc->mu);
+}
 
 /* ---- the worker process's life ------------------------------------------- */
 
@@ -184,13 +203,15 @@ static int wait_exit(pworker *pw, int64_t grace_ns)
 
 static void forget_process(pworker *pw)
 {
-    if (pw->chan)
-        gf_chan_unmap(pw->chan);
+    gf_chan *chan = pw->chan;
+    if (chan) {
+        publish_chan(pw, NULL);
+        gf_chan_unmap(chan);
+    }
     if (pw->sock >= 0)
         close(pw->sock);
     if (pw->pidfd >= 0)
         close(pw->pidfd);
-    pw->chan = NULL;
     pw->sock = pw->pidfd = -1;
     pw->pid = 0;
     pw->calls = 0;
@@ -273,8 +294,11 @@ static int send_init(pworker *pw)
 static int spawn(pworker *pw, char **why)
 {
     int chan_fd = -1, sv[2] = {-1, -1};
+    gf_chan *chan = NULL;
     int err = gf_chan_create(PROC_RING_BYTES, "gilfree-worker", &chan_fd,
-                             &pw->chan);
+                             &chan);
+    if (!err)
+        publish_chan(pw, chan);
     if (!err && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
         err = GF_ESYS;
     if (err) {
@@ -346,6 +370,9 @@ static int on_start(gf_worker *w, void *ctx)
     pw->sock = pw->pidfd = -1;
     pw->spin_ns = core->spin ? SPIN_NS : 0;
     gf_worker_set_data(w, pw);
+    pthread_mutex_lock(&pc->mu);
+    pc->proxies[pw->index] = pw;
+    pthread_mutex_unlock(&pc->mu);
     return 0;  /* the process starts with the first call */
 }
 
@@ -356,6 +383,9 @@ static void on_stop(gf_worker *w, void *ctx)
     pworker *pw = gf_worker_data(w);
     if (pw->chan)
         retire(pw);
+    pthread_mutex_lock(&pc->mu);
+    pc->proxies[pw->index] = NULL;
+    pthread_mutex_unlock(&pc->mu);
     free(pw);
     /* Workers stop only at shutdown: the last one lets the zygote go, so
      * that a pool dropped with work pending frees it once the work is
@@ -477,13 +507,15 @@ static gf_task *inflight_at(inflight *q, int i)
     return q->tasks[(q->head + i) % PIPELINE_MAX];
 }
 
-enum head_end { HEAD_ANSWERED, HEAD_CRASHED, HEAD_TIMED_OUT, HEAD_NOT_RUN };
+enum head_end {
+    HEAD_ANSWERED,    /* its outcome is in the call */
+    HEAD_CRASHED,     /* its process died running it */
+    HEAD_TIMED_OUT,   /* it ran past its timeout: its process was killed */
+    HEAD_CANCELLED,   /* cancelled while it ran: its process was killed */
+    HEAD_NOT_RUN,     /* its process died before it */
+    HEAD_TAKEN_BACK,  /* cancels took back every call in flight */
+};
 
-/* Wait for the outcome of the oldest call in flight (the one the process
- * runs now or next), or for the process's death, or for the call's
- * deadline.  On HEAD_ANSWERED the outcome is in the call; otherwise the
- * process is gone (killed at the deadline) and *status is its wait status
- * (-1: unknown).  HEAD_NOT_RUN: it died between calls, before this one. */
 /* A call sent to a process that will not run it (taken back, or the
  * process died before it) goes back to the pool, oldest first, where any
  * worker may take it, and may be cancelled again until one does.  After
@@ -499,11 +531,34 @@ static void give_back(gf_worker *w, gf_task *t)
     gf_foreign_end(&rc->base);
 }
 
+/* Take back the calls after number `claimed`, the last one the process
+ * took: one CAS moves the ticket from `claimed` past the newest call's,
+ * the same CAS the process would need to start the next one, so each call
+ * is either run by the process or taken back, never both.  They go back to
+ * the pool.  0 if the process claimed another call first. */
+static int take_back_after(pworker *pw, gf_worker *w, inflight *q,
+                           uint64_t claimed)
+{
+    uint64_t newest = q->seqs[(q->head + q->count - 1) % PIPELINE_MAX];
+    if (claimed >= newest)
+        return 1;  /* nothing to take */
+    if (!atomic_compare_exchange_strong_explicit(
+            &gf_chan_control(pw->chan)->ticket, &claimed, newest,
+            memory_order_acq_rel, memory_order_acquire))
+        return 0;
+    int keep = 0;
+    while (keep < q->count && q->seqs[(q->head + keep) % PIPELINE_MAX]
+                                  <= claimed)
+        keep++;
+    for (int i = keep; i < q->count; i++)
+        give_back(w, inflight_at(q, i));
+    q->count = keep;
+    return 1;
+}
+
 /* Give the pool back the calls behind the head while it runs, when it has
- * run for REVOKE_AFTER_NS: one CAS moves the ticket from the head's number
- * past the newest call's, the same CAS the worker would need to start the
- * next one, so each call is either run by this process or taken back,
- * never both.  Sleep no longer than until then (*wait_ns). */
+ * run for REVOKE_AFTER_NS, so that idle workers run them instead.  Sleep no
+ * longer than until then (*wait_ns). */
 static void maybe_revoke(pworker *pw, gf_worker *w, inflight *q,
                          int64_t *wait_ns)
 {
@@ -521,17 +576,51 @@ static void maybe_revoke(pworker *pw, gf_worker *w, inflight *q,
             *wait_ns = REVOKE_AFTER_NS - ran;
         return;
     }
-    uint64_t expected = head_seq;
-    uint64_t newest = q->seqs[(q->head + q->count - 1) % PIPELINE_MAX];
-    if (!atomic_compare_exchange_strong_explicit(
-            &ctl->ticket, &expected, newest, memory_order_acq_rel,
-            memory_order_acquire))
-        return;  /* the head just finished and the next one started */
-    for (int i = 1; i < q->count; i++)
-        give_back(w, inflight_at(q, i));
-    q->count = 1;
+    /* Fails if the head just finished and the next one started. */
+    (void)take_back_after(pw, w, q, head_seq);
 }
 
+/* Calls cancelled while in flight (kill_on_cancel, cancel_running).  The
+ * ones the process has not claimed are all taken back (a cancelled one is
+ * then dropped by whichever worker begins it next).  A cancelled head that
+ * the process runs, with nothing claimed behind it, is killed with the
+ * process: HEAD_CANCELLED.  A cancelled head the process has finished
+ * comes back as usual and is dropped.  HEAD_TAKEN_BACK: nothing left in
+ * flight; HEAD_ANSWERED: go on waiting (no sooner than *wait_ns). */
+static enum head_end handle_cancels(pworker *pw, gf_worker *w, inflight *q,
+                                    int64_t *wait_ns)
+{
+    int any = 0;
+    for (int i = 0; i < q->count && !any; i++)
+        any = gf_foreign_cancelled(&gf_remote_call_of(inflight_at(q, i))->base);
+    if (!any)
+        return HEAD_ANSWERED;
+    gf_chan_ctl *ctl = gf_chan_control(pw->chan);
+    uint64_t claimed;
+    do  /* the process may claim the next call meanwhile: look again */
+        claimed = atomic_load_explicit(&ctl->ticket, memory_order_acquire);
+    while (!take_back_after(pw, w, q, claimed));
+    if (q->count == 0)
+        return HEAD_TAKEN_BACK;
+    uint64_t head_seq = q->seqs[q->head];
+    if (!gf_foreign_cancelled(&gf_remote_call_of(inflight_at(q, 0))->base)
+        || claimed != head_seq)
+        return HEAD_ANSWERED;
+    if (atomic_load_explicit(&ctl->running, memory_order_acquire) == head_seq)
+        return HEAD_CANCELLED;
+    /* Claimed but not started yet, or finished: look again soon. */
+    if (*wait_ns > CANCEL_POLL_NS)
+        *wait_ns = CANCEL_POLL_NS;
+    return HEAD_ANSWERED;
+}
+
+/* Wait for the outcome of the oldest call in flight (the one the process
+ * runs now or next), for the process's death, for the call's deadline, or
+ * for a cancel.  On HEAD_ANSWERED the outcome is in the call; on
+ * HEAD_TAKEN_BACK nothing is in flight any more; otherwise the process is
+ * gone (killed at the deadline or for a cancel) and *status is its wait
+ * status (-1: unknown).  HEAD_NOT_RUN: it died between calls, before this
+ * one. */
 static enum head_end wait_head(pworker *pw, gf_worker *w, inflight *q,
                                int *status)
 {
@@ -541,10 +630,13 @@ static enum head_end wait_head(pworker *pw, gf_worker *w, inflight *q,
     for (;;) {
         int64_t wait_ns = next_wait(pw, rc, seq);
         maybe_revoke(pw, w, q, &wait_ns);
-        if (wait_ns == 0) {
+        enum head_end cancel = handle_cancels(pw, w, q, &wait_ns);
+        if (cancel == HEAD_TAKEN_BACK)
+            return cancel;
+        if (wait_ns == 0 || cancel == HEAD_CANCELLED) {
             kill_process(pw);
             *status = wait_exit(pw, EXIT_GRACE_NS);
-            return HEAD_TIMED_OUT;
+            return wait_ns == 0 ? HEAD_TIMED_OUT : HEAD_CANCELLED;
         }
         wire_msg m;
         err = wire_recv(pw->chan, GF_CHAN_UP, pw->sock, pw->spin_ns, wait_ns,
@@ -574,6 +666,8 @@ static enum head_end wait_head(pworker *pw, gf_worker *w, inflight *q,
 static void store_death(remote_call *rc, enum head_end how, pid_t pid,
                         int status)
 {
+    if (how == HEAD_CANCELLED)
+        return;  /* nobody looks: the future is cancelled already */
     if (how == HEAD_TIMED_OUT) {
         char text[160];
         snprintf(text, sizeof text, "the task ran past its timeout of %.3g s; "
@@ -693,6 +787,8 @@ static void run_proc(gf_task *t, gf_worker *w)
         remote_call *head = gf_remote_call_of(inflight_at(&q, 0));
         int status;
         enum head_end how = wait_head(pw, w, &q, &status);
+        if (how == HEAD_TAKEN_BACK)
+            break;  /* q is empty; the process lives on */
         if (how != HEAD_ANSWERED) {
             after_death(pw, w, &q, how, status);
             return;
@@ -719,6 +815,8 @@ static void free_core(remote_core *core)
     if (!pc)
         return;
     release_zygote(pc);
+    pthread_mutex_destroy(&pc->mu);
+    free(pc->proxies);
     free(pc);
     core->impl = NULL;
 }
@@ -732,10 +830,15 @@ static int init_core(remote_core *core)
         return -1;
     }
     proc_core *pc = calloc(1, sizeof *pc);
-    if (!pc) {
+    pworker **proxies = calloc((size_t)core->max_workers, sizeof *proxies);
+    if (!pc || !proxies) {
+        free(pc);
+        free(proxies);
         PyErr_NoMemory();
         return -1;
     }
+    pc->proxies = proxies;
+    pthread_mutex_init(&pc->mu, NULL);
     atomic_fetch_add_explicit(&z->refs, 1, memory_order_relaxed);
     pc->zygote = z;
     core->impl = pc;
@@ -754,6 +857,24 @@ static void after_fork_child(remote_core *core)
         "create a new pool in the child"));
 }
 
+/* cancel() of a call some proxy has sent to its process (kill_on_cancel):
+ * mark it cancelled and wake the proxies, which are asleep on their
+ * channels; the one holding it takes it back if its process has not
+ * claimed it, or kills the process running it (handle_cancels).  Which
+ * proxy holds it is theirs to know, and cancels are rare: wake them all. */
+static int cancel_running(remote_core *core, remote_call *rc)
+{
+    if (!gf_foreign_cancel_claimed(&rc->base))
+        return 0;  /* it finished first */
+    proc_core *pc = core->impl;
+    pthread_mutex_lock(&pc->mu);
+    for (int i = 0; i < core->max_workers; i++)
+        if (pc->proxies[i] && pc->proxies[i]->chan)
+            gf_chan_poke(pc->proxies[i]->chan, GF_CHAN_UP);
+    pthread_mutex_unlock(&pc->mu);
+    return 1;
+}
+
 const remote_backend gf_proc_backend = {
     .noun = "process",
     .run = run_proc,
@@ -762,6 +883,7 @@ const remote_backend gf_proc_backend = {
     .init_core = init_core,
     .after_fork_child = after_fork_child,
     .free_core = free_core,
+    .cancel_running = cancel_running,
 };
 
 /* ---- the zygote's socket ------------------------------------------------- */

@@ -63,8 +63,10 @@ int wire_send(gf_chan *c, int dir, int sock, msg_head *h, const void *p1,
     h->nfds = (uint32_t)nfds;
     h->inline_len = in_shm ? 0 : (uint32_t)body;
     void *rec;
-    err = gf_chan_reserve(c, dir, sizeof *h + h->inline_len, spin_ns, -1,
-                          &rec);
+    do  /* a poke (meant for the consumer) or a signal: wait on */
+        err = gf_chan_reserve(c, dir, sizeof *h + h->inline_len, spin_ns, -1,
+                              &rec);
+    while (err == GF_EINTR);
     if (err)
         return err;
     memcpy(rec, h, sizeof *h);

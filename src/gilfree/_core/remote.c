@@ -358,10 +358,20 @@ static void remote_release(foreign_call *fc)
     rc->n_in_bufs = 0;
 }
 
+static int remote_cancel_running(foreign_call *fc)
+{
+    remote_call *rc = (remote_call *)fc;
+    remote_core *core = rc->core;
+    return core->kill_on_cancel && core->backend->cancel_running
+           && core->backend->cancel_running(core, rc);
+}
+
 /* One ops table per kind, so the outcome knows its codec from the call. */
 static const foreign_ops remote_ops[2] = {
-    {.outcome = remote_outcome, .release = remote_release},
-    {.outcome = remote_outcome, .release = remote_release},
+    {.outcome = remote_outcome, .release = remote_release,
+     .cancel_running = remote_cancel_running},
+    {.outcome = remote_outcome, .release = remote_release,
+     .cancel_running = remote_cancel_running},
 };
 
 static enum remote_kind kind_of_call(remote_call *rc)
@@ -503,14 +513,22 @@ static PyObject *rexec_tp_new(PyTypeObject *type, PyObject *args,
                               PyObject *kwds)
 {
     static char *kwlist[] = {"kind", "max_workers", "thread_name_prefix",
-                             "init", "source", "max_tasks_per_child", NULL};
-    int kind, max_workers, max_tasks_per_child = 0;
+                             "init", "source", "max_tasks_per_child",
+                             "kill_on_cancel", NULL};
+    int kind, max_workers, max_tasks_per_child = 0, kill_on_cancel = 0;
     const char *prefix;
     PyObject *init, *source;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iisOO|i:RemoteExecutor",
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iisOO|ip:RemoteExecutor",
                                      kwlist, &kind, &max_workers, &prefix,
-                                     &init, &source, &max_tasks_per_child))
+                                     &init, &source, &max_tasks_per_child,
+                                     &kill_on_cancel))
         return NULL;
+    if (kill_on_cancel && kind != REMOTE_PROCESSES) {
+        PyErr_SetString(PyExc_ValueError, "kill_on_cancel needs worker "
+                        "processes: a thread or sub-interpreter cannot be "
+                        "killed");
+        return NULL;
+    }
     const remote_backend *backend = backend_of(kind);
     if (!backend)
         return NULL;
@@ -538,6 +556,7 @@ static PyObject *rexec_tp_new(PyTypeObject *type, PyObject *args,
     core->max_workers = max_workers;
     core->max_tasks_per_child = max_tasks_per_child > 0 ? max_tasks_per_child
                                                         : 0;
+    core->kill_on_cancel = kill_on_cancel;
     core->spin = kind != REMOTE_PROCESSES
                  || gf__cpu_count() > max_workers + 1;
     core->parked_tail = &core->parked_head;
@@ -845,6 +864,7 @@ static PyObject *submit_payload(remote_core *core, PyObject *payload,
         return NULL;
     }
     remote_call *rc = (remote_call *)f->foreign;
+    rc->core = core;
     rc->data = PyBytes_AS_STRING(bytes);
     rc->len = PyBytes_GET_SIZE(bytes);
     if (fn_bytes) {

@@ -47,6 +47,7 @@ typedef struct remote_buffer {
 
 typedef struct remote_call {
     foreign_call base;          /* first: foreign.c allocates us */
+    struct remote_core *core;   /* alive while the call is unfinished */
     const char *data;           /* the pickled task: the keepalive's bytes */
     Py_ssize_t len;
     const char *fn_data;        /* KIND_CALL: the pickled fn, also kept */
@@ -86,6 +87,9 @@ typedef struct remote_backend {
     void (*after_fork_child)(remote_core *core);
     /* Main GIL held, once the core's workers have all exited. */
     void (*free_core)(remote_core *core);
+    /* Optional, main GIL held: cancel() of a call a worker has claimed, on
+     * a core made with kill_on_cancel (foreign_ops.cancel_running). */
+    int (*cancel_running)(remote_core *core, remote_call *rc);
 } remote_backend;
 
 /* Lives in C memory: a worker may read it after the executor object died
@@ -97,6 +101,7 @@ struct remote_core {
     module_state *st;
     int max_workers;
     int max_tasks_per_child;    /* 0: no limit */
+    int kill_on_cancel;         /* cancel() may stop a running call */
     /* Whether a proxy and its worker process spin before they sleep on
      * their channel (proc.c, SPIN_NS). */
     int spin;
