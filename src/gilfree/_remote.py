@@ -6,7 +6,11 @@ underneath; see ``_worker.py`` for the worker's half of the protocol.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
+import functools
+import itertools
+import operator
 import os
 import pickle
 import queue
@@ -129,6 +133,9 @@ class RemoteMapMixin:
             chunksize = 0
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
+        if (chunksize == 1 and window == 0 and ordered and not stop_on_error
+                and timeout is None and task_timeout is None and future is None):
+            return _stream_of_calls(self, fn, items, star)
         run = _MapRun(self, fn, items, chunksize, star, timeout, window, task_timeout)
         if future is not None:
             run.into_future(future)
@@ -136,6 +143,33 @@ class RemoteMapMixin:
         if ordered and stop_on_error:
             return _ordered_results(_MapIterator(run, ordered, stop_on_error))
         return _MapIterator(run, ordered, stop_on_error)
+
+
+class _Unread(collections.deque):  # type: ignore[type-arg]
+    """The futures a stream has not handed out yet: dropping the stream
+    (it stopped early, or the caller was interrupted) cancels them."""
+
+    def __del__(self) -> None:
+        for f in self:
+            if f is not _END:
+                f.cancel()
+
+
+_END = object()
+_result = operator.methodcaller("result")
+
+
+def _stream_of_calls(ex: Any, fn: Callable[..., Any], items: Iterable[Any],
+                     star: bool) -> Iterator[Any]:
+    """``Pool.imap(fn, sized, chunksize=1)``: one call per item, all
+    submitted now, results in order; a failed call raises when reached and
+    the stream goes on past it.  Both loops are C iterators (map, starmap,
+    a deque's popleft until a sentinel), not Python frames per item: at a
+    few microseconds per call, a Python loop would be a third of the cost."""
+    submit = functools.partial(ex.submit, fn)
+    unread = _Unread(itertools.starmap(submit, items) if star else map(submit, items))
+    unread.append(_END)
+    return map(_result, iter(unread.popleft, _END))
 
 
 def identity(x: _T) -> _T:

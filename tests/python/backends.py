@@ -61,6 +61,7 @@ FEATURES = {
     "fork_keeps_running_tasks": "os.fork() does not wait for running tasks, which go on in the parent "
     "(interpreters: a fork waits for them, since no sub-interpreter may be alive at a fork)",
     "objects_by_reference": "tasks get the caller's objects, not copies (threads backends): the pool can keep them alive",
+    "imap_cancels_on_drop": "dropping an imap iterator early cancels the calls not yet started",
 }
 
 # -- variants: where the contract itself differs between backends -----------

@@ -3,13 +3,14 @@
 import functools
 import itertools
 import threading
+import time
 import traceback
 from collections import Counter
 
 import pytest
 
 import tasks
-from backends import CF, MP, PoolCase, cross, variant
+from backends import CF, MP, PoolCase, cross, requires, variant
 from support import T
 
 N_LARGE = 100_000
@@ -261,6 +262,32 @@ class MpMapBehaviour(PoolCase):
             r.get(timeout=T)
         assert failed.wait(T)
         assert len(errors) == 1 and isinstance(errors[0], ValueError) and len(results) == 1
+
+    def test_imap_goes_on_past_a_failed_item(self):
+        pool = self.make_pool()
+        it = pool.imap(functools.partial(tasks.fail_at, k=3), range(8))
+        got = []
+        for _ in range(8):
+            try:
+                got.append(next(it))
+            except ValueError as e:
+                got.append(str(e))
+        assert got == [0, 1, 4, "boom at 3", 16, 25, 36, 49]
+        assert list(it) == []
+
+    @requires("imap_cancels_on_drop")
+    def test_imap_dropped_early_cancels_the_items_not_yet_started(self):
+        pool = self.make_pool(workers=1)
+        assert pool.apply(tasks.identity, (1,)) == 1  # the worker is up
+        gate, sink = self.event(), self.sink()
+        it = pool.imap(functools.partial(tasks.wait_then_record, gate, sink), range(6))
+        # Item 0 now waits for the gate; a process worker has given back the
+        # calls pipelined behind it (after 1 ms), so all of them can be cancelled.
+        time.sleep(0.2)
+        del it
+        gate.set()
+        pool.shutdown(wait=True)
+        assert list(sink) == [0]  # only the item that was already running
 
     def test_imap_is_iterable_once_more_after_partial_reads(self):
         pool = self.make_pool()
