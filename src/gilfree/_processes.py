@@ -29,10 +29,12 @@ import concurrent.futures.process
 import multiprocessing.context
 import os
 import pickle
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -164,11 +166,64 @@ def _reap_zygote() -> None:
     _zygote_process = None
 
 
+#: Zygotes forked from this process for start method "fork", by pid: each
+#: serves one pool and exits when that pool lets go of its socket.
+_forked_zygotes: set[int] = set()
+
+
+def _fork_zygote() -> tuple[socket.socket, int]:
+    """Fork this process into a zygote of one pool's own (start method
+    "fork"): its workers are forked from a copy of this process as it is
+    now, so they see what the caller has (module globals, ``__main__``'s
+    names), as the stdlib's fork start method gives them.  The caller runs
+    threads (gilfree's, perhaps its own), and a lock one of them holds
+    stays held in the copy: that is the risk the user takes with "fork"
+    (Python 3.12+ warns of it).  Returns the socket to hand the pool, and
+    the zygote's pid."""
+    from . import _zygote
+
+    _reap_forked_zygotes()
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:  # the zygote: never returns into the caller's code
+        try:
+            ours.close()
+            _core._proc_close_inherited()
+            _zygote.main(theirs.detach(), _core)
+        finally:
+            os._exit(0)
+    theirs.close()
+    _forked_zygotes.add(pid)
+    return ours, pid
+
+
+def _reap_forked_zygotes(wait_for: int | None = None) -> None:
+    """Reap the forked zygotes that have exited; wait (10 s at most, then
+    kill) for ``wait_for``, whose pool has let it go."""
+    for pid in list(_forked_zygotes):
+        deadline = time.monotonic() + 10 if pid == wait_for else 0.0
+        while True:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid  # not ours to reap after all
+            if done or time.monotonic() >= deadline:
+                break
+            time.sleep(0.002)
+        if done:
+            _forked_zygotes.discard(pid)
+        elif pid == wait_for:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            _forked_zygotes.discard(pid)
+
+
 def _after_fork_child() -> None:
     """The parent's zygote is not ours (_core closed its socket)."""
     global _zygote_process, _zygote_lock
     _zygote_process = None
     _zygote_lock = threading.Lock()
+    _forked_zygotes.clear()
 
 
 # -- the executor ---------------------------------------------------------------
@@ -189,11 +244,15 @@ class ProcessPoolExecutor(RemoteMapMixin, _core.RemoteExecutor,  # type: ignore[
     Args:
         max_workers: The most worker processes (started on demand).
             Default: the CPUs this process may use.
-        mp_context: A :mod:`multiprocessing` context, for compatibility.
-            Every start method gets the same safe start: workers fork from
-            gilfree's zygote, a fresh process (what ``forkserver`` does),
-            because forking the caller - which runs gilfree's threads - can
-            deadlock a child.
+        mp_context: A :mod:`multiprocessing` context; its start method
+            decides what workers start from.  ``"spawn"`` and
+            ``"forkserver"`` (and no context): gilfree's zygote, a fresh
+            ``python`` started once, which workers fork from - they inherit
+            nothing of the caller.  ``"fork"``: a zygote forked from the
+            caller when the pool is made, so workers see the caller's state
+            as it was then (module globals, ``__main__``); forking a
+            process that runs threads can deadlock the copy, which is why
+            it is not the default.
         initializer: Called with ``*initargs`` in each worker before its
             first task; if it raises, the pool is broken and its tasks fail
             with :class:`BrokenProcessPool`.
@@ -245,12 +304,23 @@ class ProcessPoolExecutor(RemoteMapMixin, _core.RemoteExecutor,  # type: ignore[
             # __mp_main__.<name> (the workers run the script under that name).
             sys.modules.setdefault("__mp_main__", sys.modules["__main__"])
         init = pickle.dumps((list(sys.path), _main_file(), init_blob, OUT_OF_BAND_BYTES), 5)
+        name = f"ProcessPoolExecutor-{_core._next_executor_number()}"
+        if mp_context is not None and mp_context.get_start_method() == "fork":
+            with _zygote_lock:
+                own, pid = _fork_zygote()
+            try:  # the pool takes a duplicate of the socket
+                self = super().__new__(
+                    cls, _core.REMOTE_PROCESSES, max_workers, name, init, _WORKER_SOURCE,
+                    max_tasks_per_child or 0, bool(kill_on_cancel), own.fileno())
+            finally:
+                own.close()  # without a pool, the zygote sees end-of-file and exits
+            self._forked_zygote = pid
+            return self
         with _zygote_lock:
             started = _start_zygote()
             try:
                 return super().__new__(
-                    cls, _core.REMOTE_PROCESSES, max_workers,
-                    f"ProcessPoolExecutor-{_core._next_executor_number()}", init,
+                    cls, _core.REMOTE_PROCESSES, max_workers, name, init,
                     _WORKER_SOURCE, max_tasks_per_child or 0, bool(kill_on_cancel))
             finally:
                 if started:  # the pool holds it now (or it closes: no pool)
@@ -283,6 +353,7 @@ class ProcessPoolExecutor(RemoteMapMixin, _core.RemoteExecutor,  # type: ignore[
         if wait:
             with _zygote_lock:
                 _reap_zygote()
+                _reap_forked_zygotes(getattr(self, "_forked_zygote", None))
 
 
 _install_codec()

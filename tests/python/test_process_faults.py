@@ -929,3 +929,52 @@ def test_every_mp_context_runs_plain_tasks(tmp_path, context):
     ok(r["mapped"], [i * i for i in range(20)])
     ok(r["one"], 144)
     assert_serves_and_no_leak(r)
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn", "forkserver"])
+def test_only_the_fork_context_gives_workers_the_callers_state(tmp_path, context):
+    """"fork": workers come from a copy of the caller made with the pool, so
+    a module global the caller set at run time is there; the other methods
+    start from a fresh interpreter, where the module has its initial value."""
+    r = run_scenario(tmp_path, """
+        pft.init_token("set by the caller")
+        before = snapshot()
+        with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context(CONTEXT)) as ex:
+            seen = [f.result(timeout=T) for f in [ex.submit(pft.get_token) for _ in range(4)]]
+            zygote = ex.submit(pft.pid_info).result(timeout=T)[1]
+            result = dict(seen=seen, zygote=zygote, serves=serves(ex))
+        result["zygote_reaped"] = pft.proc_stat(zygote) is None
+        emit(**result, leaks=leaks(before))
+    """, CONTEXT=context)
+    expected = "set by the caller" if context == "fork" else None
+    assert r["seen"] == [expected] * 4
+    assert r["zygote_reaped"], "the pool's zygote outlived shutdown(wait=True)"
+    assert_serves_and_no_leak(r)
+
+
+def test_a_fork_pool_has_its_own_zygote_and_leaves_the_others_alone(tmp_path):
+    """A forked zygote must not hold the other pools' descriptors: each
+    zygote exits with its own pool, whichever is shut down first."""
+    r = run_scenario(tmp_path, """
+        before = snapshot()
+        plain = ProcessPoolExecutor(max_workers=1)
+        z_plain = plain.submit(pft.pid_info).result(timeout=T)[1]
+        forked = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
+        z_fork = forked.submit(pft.pid_info).result(timeout=T)[1]
+        forked2 = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
+        z_fork2 = forked2.submit(pft.pid_info).result(timeout=T)[1]
+        plain.shutdown(wait=True)
+        plain_gone = wait_until(lambda: pft.proc_stat(z_plain) is None, timeout=10)
+        forked.shutdown(wait=True)
+        fork_gone = pft.proc_stat(z_fork) is None
+        fork2_alive = pft.proc_stat(z_fork2) is not None
+        result = dict(zygotes=[z_plain, z_fork, z_fork2], plain_gone=plain_gone, fork_gone=fork_gone,
+                      fork2_alive=fork2_alive, serves=serves(forked2))
+        forked2.shutdown(wait=True)
+        emit(**result, leaks=leaks(before))
+    """)
+    assert len(set(r["zygotes"])) == 3, r["zygotes"]
+    assert r["plain_gone"], "the plain zygote outlived its pool (a forked zygote holds its socket?)"
+    assert r["fork_gone"], "a forked zygote outlived its pool's shutdown(wait=True)"
+    assert r["fork2_alive"], "shutting down one fork pool took another's zygote with it"
+    assert_serves_and_no_leak(r)

@@ -25,6 +25,7 @@
 #include "gf_park.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -83,6 +84,9 @@ typedef struct proc_core {
      * with the mutex held (its own reads need no lock). */
     pthread_mutex_t mu;
     pworker **proxies;          /* max_workers slots */
+    /* Its zygote is its own (start method "fork": forked from the caller
+     * when the pool was made), not st->zygote; freed with the pool. */
+    int own_zygote;
 } proc_core;
 
 static void zygote_unref(proc_zygote *z)
@@ -815,16 +819,39 @@ static void free_core(remote_core *core)
     if (!pc)
         return;
     release_zygote(pc);
+    if (pc->own_zygote)
+        free_zygote(pc->zygote);
     pthread_mutex_destroy(&pc->mu);
     free(pc->proxies);
     free(pc);
     core->impl = NULL;
 }
 
+/* A zygote of one pool's own, on a duplicate of `fd` (the caller keeps
+ * and closes its own): NULL with an exception set. */
+static proc_zygote *own_zygote(int fd)
+{
+    proc_zygote *z = calloc(1, sizeof *z);
+    if (!z)
+        return (proc_zygote *)PyErr_NoMemory();
+    z->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (z->fd < 0) {
+        free(z);
+        return (proc_zygote *)PyErr_SetFromErrno(PyExc_OSError);
+    }
+    atomic_init(&z->refs, 0);  /* the pool takes the one reference */
+    pthread_mutex_init(&z->mu, NULL);
+    return z;
+}
+
 static int init_core(remote_core *core)
 {
-    proc_zygote *z = core->st->zygote;
-    if (!z || atomic_load_explicit(&z->refs, memory_order_acquire) == 0) {
+    proc_zygote *z = core->zygote_fd >= 0 ? own_zygote(core->zygote_fd)
+                                          : core->st->zygote;
+    if (core->zygote_fd >= 0 && !z)
+        return -1;
+    if (!z || (core->zygote_fd < 0
+               && atomic_load_explicit(&z->refs, memory_order_acquire) == 0)) {
         PyErr_SetString(PyExc_RuntimeError, "no zygote process: create "
                         "process pools with gilfree.ProcessPoolExecutor");
         return -1;
@@ -834,10 +861,15 @@ static int init_core(remote_core *core)
     if (!pc || !proxies) {
         free(pc);
         free(proxies);
+        if (core->zygote_fd >= 0) {
+            close(z->fd);
+            free_zygote(z);
+        }
         PyErr_NoMemory();
         return -1;
     }
     pc->proxies = proxies;
+    pc->own_zygote = core->zygote_fd >= 0;
     pthread_mutex_init(&pc->mu, NULL);
     atomic_fetch_add_explicit(&z->refs, 1, memory_order_relaxed);
     pc->zygote = z;
@@ -915,6 +947,36 @@ static PyObject *proc_attach_zygote(PyObject *module, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+/* _proc_close_inherited(): in a child forked to be a pool's zygote (start
+ * method "fork"), close the parent's gilfree descriptors: the other
+ * zygotes' sockets and the proxies' descriptor sockets.  A copy here would
+ * keep another zygote from seeing its pool let go (end-of-file), so it
+ * would outlive its pool's shutdown. */
+static PyObject *proc_close_inherited(PyObject *module, PyObject *unused)
+{
+    (void)unused;
+    module_state *st = state_of_module(module);
+    for (remote_core *c = st->remote_cores; c; c = c->next) {
+        proc_core *pc = c->kind == REMOTE_PROCESSES ? c->impl : NULL;
+        if (!pc)
+            continue;
+        for (int i = 0; i < c->max_workers; i++)
+            if (pc->proxies[i] && pc->proxies[i]->sock >= 0) {
+                close(pc->proxies[i]->sock);
+                pc->proxies[i]->sock = -1;
+            }
+        if (pc->own_zygote && pc->zygote->fd >= 0) {
+            close(pc->zygote->fd);
+            pc->zygote->fd = -1;
+        }
+    }
+    if (st->zygote && st->zygote->fd >= 0) {
+        close(st->zygote->fd);
+        st->zygote->fd = -1;
+    }
+    Py_RETURN_NONE;
+}
+
 /* _proc_zygote_attached(): whether the zygote's socket is open (else the
  * last one, if any, has been told to exit). */
 static PyObject *proc_zygote_attached(PyObject *module, PyObject *unused)
@@ -941,6 +1003,9 @@ static PyMethodDef proc_functions[] = {
     {"_proc_attach_zygote", proc_attach_zygote, METH_O,
      "_proc_attach_zygote($module, fd, /)\n--\n\n"
      "Hand the socket of a new zygote process to the process pools."},
+    {"_proc_close_inherited", proc_close_inherited, METH_NOARGS,
+     "_proc_close_inherited($module, /)\n--\n\n"
+     "In a forked zygote: close the parent's process-pool descriptors."},
     {"_proc_zygote_attached", proc_zygote_attached, METH_NOARGS,
      "_proc_zygote_attached($module, /)\n--\n\nWhether a zygote is attached."},
     {"_proc_detach_zygote", proc_detach_zygote, METH_NOARGS,

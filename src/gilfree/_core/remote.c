@@ -514,19 +514,19 @@ static PyObject *rexec_tp_new(PyTypeObject *type, PyObject *args,
 {
     static char *kwlist[] = {"kind", "max_workers", "thread_name_prefix",
                              "init", "source", "max_tasks_per_child",
-                             "kill_on_cancel", NULL};
+                             "kill_on_cancel", "zygote_fd", NULL};
     int kind, max_workers, max_tasks_per_child = 0, kill_on_cancel = 0;
+    int zygote_fd = -1;
     const char *prefix;
     PyObject *init, *source;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iisOO|ip:RemoteExecutor",
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iisOO|ipi:RemoteExecutor",
                                      kwlist, &kind, &max_workers, &prefix,
                                      &init, &source, &max_tasks_per_child,
-                                     &kill_on_cancel))
+                                     &kill_on_cancel, &zygote_fd))
         return NULL;
-    if (kill_on_cancel && kind != REMOTE_PROCESSES) {
-        PyErr_SetString(PyExc_ValueError, "kill_on_cancel needs worker "
-                        "processes: a thread or sub-interpreter cannot be "
-                        "killed");
+    if ((kill_on_cancel || zygote_fd >= 0) && kind != REMOTE_PROCESSES) {
+        PyErr_SetString(PyExc_ValueError, "kill_on_cancel and zygote_fd need "
+                        "worker processes");
         return NULL;
     }
     const remote_backend *backend = backend_of(kind);
@@ -557,6 +557,7 @@ static PyObject *rexec_tp_new(PyTypeObject *type, PyObject *args,
     core->max_tasks_per_child = max_tasks_per_child > 0 ? max_tasks_per_child
                                                         : 0;
     core->kill_on_cancel = kill_on_cancel;
+    core->zygote_fd = zygote_fd;
     core->spin = kind != REMOTE_PROCESSES
                  || gf__cpu_count() > max_workers + 1;
     core->parked_tail = &core->parked_head;

@@ -102,6 +102,8 @@ struct remote_core {
     int max_workers;
     int max_tasks_per_child;    /* 0: no limit */
     int kill_on_cancel;         /* cancel() may stop a running call */
+    int zygote_fd;              /* processes: the socket of a zygote of
+                                   this pool's own (duplicated), or -1 */
     /* Whether a proxy and its worker process spin before they sleep on
      * their channel (proc.c, SPIN_NS). */
     int spin;
