@@ -63,6 +63,14 @@
     X(shm_peer_closed_returns_epipe)                                          \
     X(shm_recv_too_many_fds_leaks_none)                                       \
     X(shm_recv_signal_returns_eintr)                                          \
+    X(slab_owner_and_peer_share_the_data)                                     \
+    X(slab_contains_is_exact_at_the_edges)                                    \
+    X(slab_map_refuses_what_is_not_a_sealed_slab)                             \
+    X(slab_take_fd_hands_the_descriptor_over)                                 \
+    X(slab_mapping_outlives_the_table_while_a_view_holds_it)                  \
+    X(slab_refill_only_when_idle_across_processes)                            \
+    X(slab_refs_and_holds_from_many_threads)                                  \
+    X(slab_copy_big_copies_exactly)                                           \
     X(chan_create_rounds_ring_size)                                           \
     X(chan_fifo_varied_sizes)                                                 \
     X(chan_wraps_with_pad_many_times)                                         \

@@ -12,6 +12,7 @@ bug surfaces as a failure, not a hang.
 """
 
 import os
+import pickle
 import threading
 import time
 
@@ -210,6 +211,23 @@ def describe_buffer(buf):
 
 def make_bytes(size, fill):
     return bytes([fill]) * size
+
+
+def echo_buffer(buf):
+    """Send an out-of-band buffer back as it came: the same memory (the
+    processes backend replies in place, without a copy)."""
+    return pickle.PickleBuffer(buf)
+
+
+def make_buffer(size, fill):
+    """A big buffer made in the worker, sent back out of band."""
+    return pickle.PickleBuffer(bytearray([fill]) * size)
+
+
+def exit_holding(buf, code):
+    """Die while holding a buffer the caller sent."""
+    memoryview(buf)[0]
+    os._exit(code)
 
 
 def make_list(n):

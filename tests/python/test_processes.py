@@ -1,5 +1,7 @@
 """The processes backend's transport: what is too big for a channel record
-travels in memfd segments, and arrives whole, as the same type.
+travels in memfd segments, and arrives whole, as the same type; big
+buffers travel in slabs (segments both sides keep and refill), which must
+never change under a view that still uses them.
 
 The behaviour suites (test_futures.py and the others, crossed with the
 process mixins in backends.py) and the fault suite (test_process_faults.py)
@@ -95,3 +97,53 @@ def test_a_task_may_import_gilfree_in_its_worker(pool):
     # workers come from a zygote that loads gilfree._core without the
     # stdlib's futures vocabulary; importing gilfree completes it
     assert pool.submit(tasks.use_gilfree_threads, 6).result(timeout=60) == (36, True)
+
+
+def _is_filled(buf, size, fill):
+    view = memoryview(buf).cast("B")
+    return view.nbytes == size and view[0] == fill and view[-1] == fill and \
+        set(view[::4093]) == {fill}
+
+
+@pytest.mark.parametrize("made_by", ["caller", "worker"])
+def test_buffers_still_in_use_are_never_refilled(pool, made_by):
+    """More results kept alive than there are slabs per side (4): each must
+    keep its own bytes while later calls need memory for theirs."""
+    kept = []
+    for fill in range(1, 12):
+        size = 2 * MIB + fill * 4096
+        if made_by == "caller":
+            data = bytearray([fill]) * size
+            out = pool.submit(tasks.echo_buffer, pickle.PickleBuffer(data)).result(timeout=60)
+        else:
+            out = pool.submit(tasks.make_buffer, size, fill).result(timeout=60)
+        kept.append((size, fill, out))
+        if fill % 3 == 0:
+            kept.pop(0)  # some go, so that their memory is reused
+    for size, fill, out in kept:
+        assert _is_filled(out, size, fill), (size, fill)
+
+
+def test_a_result_sent_back_as_an_argument_arrives_whole(pool):
+    data = bytearray(b"\x07") * (3 * MIB)
+    first = pool.submit(tasks.echo_buffer, pickle.PickleBuffer(data)).result(timeout=60)
+    again = pool.submit(tasks.echo_buffer, pickle.PickleBuffer(first)).result(timeout=60)
+    name, size, checksum, head = pool.submit(
+        tasks.describe_buffer, pickle.PickleBuffer(again)).result(timeout=60)
+    assert (size, head) == (3 * MIB, b"\x07" * 4) and _is_filled(again, 3 * MIB, 7)
+    assert _is_filled(first, 3 * MIB, 7)
+
+
+def test_a_worker_that_dies_holding_a_buffer_leaves_transfers_intact():
+    import gilfree
+
+    with gilfree.ProcessPoolExecutor(max_workers=1) as ex:
+        data = bytearray(b"\x01") * (2 * MIB)
+        assert _is_filled(ex.submit(tasks.echo_buffer, pickle.PickleBuffer(data)).result(timeout=60),
+                          2 * MIB, 1)
+        with pytest.raises(gilfree.WorkerCrashedError):
+            ex.submit(tasks.exit_holding, pickle.PickleBuffer(data), 3).result(timeout=60)
+        for fill in (2, 3):
+            data = bytearray([fill]) * (2 * MIB)
+            out = ex.submit(tasks.echo_buffer, pickle.PickleBuffer(data)).result(timeout=60)
+            assert _is_filled(out, 2 * MIB, fill)

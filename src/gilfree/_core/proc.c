@@ -133,6 +133,7 @@ struct pworker {
     int64_t recent_ns;          /* smoothed time per call (0: unknown) */
     int64_t spin_ns;            /* spin before sleeping for an outcome */
     int index;
+    wire_slabs slabs;           /* shared with the process (proc.h) */
 };
 
 /* Set or clear the channel others may poke (proc_core.mu). */
@@ -216,6 +217,8 @@ static void forget_process(pworker *pw)
         close(pw->sock);
     if (pw->pidfd >= 0)
         close(pw->pidfd);
+    /* A process that died may hold our slabs: new ones for the next. */
+    wire_slabs_reset(&pw->slabs);
     pw->sock = pw->pidfd = -1;
     pw->pid = 0;
     pw->calls = 0;
@@ -226,7 +229,7 @@ static void forget_process(pworker *pw)
 static void retire(pworker *pw)
 {
     msg_head h = {.type = MSG_EXIT};
-    if (wire_send(pw->chan, GF_CHAN_DOWN, pw->sock, &h, NULL, 0, NULL, 0,
+    if (wire_send(pw->chan, GF_CHAN_DOWN, pw->sock, NULL, &h, NULL, 0, NULL, 0,
                   NULL, 0, 0) != 0)
         kill_process(pw);
     (void)wait_exit(pw, EXIT_GRACE_NS);
@@ -287,7 +290,7 @@ static int send_init(pworker *pw)
     p += 4 + source_len;
     memcpy(p, core->init, (size_t)core->init_len);
     msg_head h = {.type = MSG_INIT, .seq = (uint64_t)pw->spin_ns};
-    int err = wire_send(pw->chan, GF_CHAN_DOWN, pw->sock, &h, payload, len,
+    int err = wire_send(pw->chan, GF_CHAN_DOWN, pw->sock, NULL, &h, payload, len,
                         NULL, 0, NULL, 0, 0);
     free(payload);
     return err;
@@ -330,7 +333,7 @@ static int spawn(pworker *pw, char **why)
     pw->pidfd = pidfd_open_(pw->pid);
     wire_msg m;
     do {
-        err = wire_recv(pw->chan, GF_CHAN_UP, pw->sock, 0, LIVENESS_POLL_NS,
+        err = wire_recv(pw->chan, GF_CHAN_UP, pw->sock, NULL, 0, LIVENESS_POLL_NS,
                         &m);
     } while ((err == GF_ETIMEDOUT || err == GF_EINTR) && !process_gone(pw));
     if (!err && m.head.type == MSG_READY) {
@@ -470,6 +473,7 @@ static int send_call(pworker *pw, remote_call *rc, uint64_t seq)
     for (int i = 0; i < rc->n_in_bufs; i++) {
         bufs[i].addr = rc->in_bufs[i].buf;
         bufs[i].len = (size_t)rc->in_bufs[i].len;
+        bufs[i].slab = NULL;
     }
     msg_head h = {
         .type = rc->kind == KIND_CHUNK ? MSG_CHUNK : MSG_CALL,
@@ -477,7 +481,7 @@ static int send_call(pworker *pw, remote_call *rc, uint64_t seq)
         .seq = seq,
         .fn_len = (uint64_t)(rc->kind == KIND_CHUNK ? 0 : rc->fn_len),
     };
-    return wire_send(pw->chan, GF_CHAN_DOWN, pw->sock, &h, rc->fn_data,
+    return wire_send(pw->chan, GF_CHAN_DOWN, pw->sock, &pw->slabs, &h, rc->fn_data,
                      (size_t)h.fn_len, rc->data, (size_t)rc->len, bufs,
                      rc->n_in_bufs, 0);
 }
@@ -643,7 +647,7 @@ static enum head_end wait_head(pworker *pw, gf_worker *w, inflight *q,
             return wait_ns == 0 ? HEAD_TIMED_OUT : HEAD_CANCELLED;
         }
         wire_msg m;
-        err = wire_recv(pw->chan, GF_CHAN_UP, pw->sock, pw->spin_ns, wait_ns,
+        err = wire_recv(pw->chan, GF_CHAN_UP, pw->sock, &pw->slabs, pw->spin_ns, wait_ns,
                         &m);
         if (!err) {
             int ours = (m.head.type == MSG_RESULT

@@ -28,7 +28,7 @@ static int send_text(gf_chan *c, int sock, uint32_t type, uint64_t seq,
     msg_head h = {.type = type, .seq = seq};
     if (!text)
         text = "out of memory in a worker process";
-    return wire_send(c, GF_CHAN_UP, sock, &h, text, strlen(text), NULL, 0,
+    return wire_send(c, GF_CHAN_UP, sock, NULL, &h, text, strlen(text), NULL, 0,
                      NULL, 0, 0);
 }
 
@@ -54,7 +54,7 @@ static PyObject *setup(gf_chan *c, int sock, int64_t *spin_ns)
     wire_msg m;
     int err;
     Py_BEGIN_ALLOW_THREADS
-    err = wire_recv(c, GF_CHAN_DOWN, sock, 0, -1, &m);
+    err = wire_recv(c, GF_CHAN_DOWN, sock, NULL, 0, -1, &m);
     Py_END_ALLOW_THREADS
     if (err)
         return NULL;  /* the parent is gone */
@@ -96,7 +96,8 @@ done:
 
 /* Pin what the worker half returned - bytes, or (bytes, [buffers]) - and
  * send it up as call seq's outcome. */
-static int send_outcome(gf_chan *c, int sock, uint64_t seq, PyObject *r)
+static int send_outcome(gf_chan *c, int sock, wire_slabs *slabs,
+                        uint64_t seq, PyObject *r)
 {
     PyObject *body = r, *list = NULL;
     if (PyTuple_Check(r) && PyTuple_GET_SIZE(r) == 2) {
@@ -119,11 +120,12 @@ static int send_outcome(gf_chan *c, int sock, uint64_t seq, PyObject *r)
             break;
         bufs[pinned].addr = views[pinned].buf;
         bufs[pinned].len = (size_t)views[pinned].len;
+        bufs[pinned].slab = NULL;
     }
     if (pinned == n) {
         msg_head h = {.type = MSG_RESULT, .seq = seq};
         Py_BEGIN_ALLOW_THREADS
-        err = wire_send(c, GF_CHAN_UP, sock, &h, PyBytes_AS_STRING(body),
+        err = wire_send(c, GF_CHAN_UP, sock, slabs, &h, PyBytes_AS_STRING(body),
                         (size_t)PyBytes_GET_SIZE(body), NULL, 0, bufs, n, 0);
         Py_END_ALLOW_THREADS
     }
@@ -139,8 +141,8 @@ static int send_outcome(gf_chan *c, int sock, uint64_t seq, PyObject *r)
 /* Run one MSG_CALL / MSG_CHUNK and answer it - unless the parent took it
  * back (proc.c, revoke): the ticket CAS decides which side has it.  -1:
  * the channel broke. */
-static int serve(module_state *st, gf_chan *c, int sock, PyObject *ns,
-                 wire_msg *m)
+static int serve(module_state *st, gf_chan *c, int sock, wire_slabs *slabs,
+                 PyObject *ns, wire_msg *m)
 {
     gf_chan_ctl *ctl = gf_chan_control(c);
     uint64_t expected = m->head.seq - 1;
@@ -169,7 +171,7 @@ static int serve(module_state *st, gf_chan *c, int sock, PyObject *ns,
     Py_XDECREF(buffers);
     uint64_t seq = m->head.seq;
     wire_done(c, GF_CHAN_DOWN, m);
-    int rc = r ? send_outcome(c, sock, seq, r) : -1;
+    int rc = r ? send_outcome(c, sock, slabs, seq, r) : -1;
     Py_XDECREF(r);
     if (rc < 0) {
         char *why = gf_exception_text("the worker process could not run or "
@@ -206,12 +208,13 @@ static PyObject *proc_worker_main(PyObject *module, PyObject *const *args,
     atomic_store_explicit(&gf_chan_control(c)->pid, (uint32_t)getpid(),
                           memory_order_relaxed);
     int64_t spin_ns = 0;
+    wire_slabs slabs = {0};
     PyObject *ns = setup(c, sock, &spin_ns);
     int status = ns ? 0 : 1;
     while (ns) {
         wire_msg m;
         Py_BEGIN_ALLOW_THREADS
-        err = wire_recv(c, GF_CHAN_DOWN, sock, spin_ns, -1, &m);
+        err = wire_recv(c, GF_CHAN_DOWN, sock, &slabs, spin_ns, -1, &m);
         Py_END_ALLOW_THREADS
         if (err == GF_EINTR) {
             if (PyErr_CheckSignals() < 0)
@@ -224,10 +227,11 @@ static PyObject *proc_worker_main(PyObject *module, PyObject *const *args,
             wire_done(c, GF_CHAN_DOWN, &m);
             break;
         }
-        if (serve(st, c, sock, ns, &m) < 0)
+        if (serve(st, c, sock, &slabs, ns, &m) < 0)
             break;
     }
     Py_XDECREF(ns);
+    wire_slabs_reset(&slabs);
     gf_chan_close(c, GF_CHAN_UP);
     gf_chan_unmap(c);
     close(sock);

@@ -22,11 +22,12 @@
 #include "remote.h"
 
 #include "executor.h"
+#include "gf_shm.h"
+#include "gf_slab.h"
 
 #include "structmember.h"
 
 #include <string.h>
-#include <sys/mman.h>
 
 typedef struct RemoteExecutorObject {
     PyObject_HEAD
@@ -216,22 +217,33 @@ PyObject *gf_worker_call(PyObject *ns, int kind, const char *fn_data,
  * view of it is gone (a memoryview holds its exporter). */
 typedef struct SharedBufferObject {
     PyObject_HEAD
-    void *addr;
-    Py_ssize_t len;
+    remote_buffer buf;
 } SharedBufferObject;
+
+void gf_remote_buffer_free(remote_buffer *buf)
+{
+    if (buf->slab) {
+        gf_slab_release(buf->slab);
+        gf_slab_unref(buf->slab);
+    } else if (buf->addr) {
+        gf_shm_unmap(buf->addr, buf->len);
+    }
+    buf->addr = NULL;
+    buf->slab = NULL;
+}
 
 static int shbuf_getbuffer(PyObject *self, Py_buffer *view, int flags)
 {
     SharedBufferObject *b = (SharedBufferObject *)self;
-    return PyBuffer_FillInfo(view, self, b->addr, b->len, 0, flags);
+    return PyBuffer_FillInfo(view, self, b->buf.addr, (Py_ssize_t)b->buf.len,
+                             0, flags);
 }
 
 static void shbuf_dealloc(PyObject *self)
 {
     SharedBufferObject *b = (SharedBufferObject *)self;
     PyTypeObject *tp = Py_TYPE(self);
-    if (b->addr)
-        munmap(b->addr, b->len ? (size_t)b->len : 1);
+    gf_remote_buffer_free(&b->buf);
     tp->tp_free(self);
     Py_DECREF(tp);
 }
@@ -257,9 +269,9 @@ PyObject *gf_shared_buffer_new(module_state *st, remote_buffer *buf)
                                          st->shared_buffer_type);
     if (!b)
         return NULL;
-    b->addr = buf->addr;
-    b->len = (Py_ssize_t)buf->len;
-    buf->addr = NULL;  /* the object unmaps it now */
+    b->buf = *buf;
+    buf->addr = NULL;  /* the object frees it now */
+    buf->slab = NULL;
     return (PyObject *)b;
 }
 
@@ -345,9 +357,7 @@ static void remote_release(foreign_call *fc)
     free(rc->out);
     rc->out = NULL;
     for (int i = 0; i < rc->n_out_bufs; i++)
-        if (rc->out_bufs[i].addr)
-            munmap(rc->out_bufs[i].addr,
-                   rc->out_bufs[i].len ? rc->out_bufs[i].len : 1);
+        gf_remote_buffer_free(&rc->out_bufs[i]);
     free(rc->out_bufs);
     rc->out_bufs = NULL;
     rc->n_out_bufs = 0;

@@ -38,12 +38,21 @@ enum call_status {
     STATUS_TIMEDOUT,  /* it ran past its timeout; the worker was replaced */
 };
 
+struct gf_slab;
+
 /* An out-of-band buffer of an outcome: a shared mapping the outcome hands
- * to a _core.SharedBuffer (which unmaps it when the last view is gone). */
+ * to a _core.SharedBuffer (which frees it when the last view is gone). */
 typedef struct remote_buffer {
     void *addr;
     size_t len;
+    /* NULL: addr is a mapping of its own.  Else addr lies in this slab,
+     * and the buffer holds one reference and one hold on it. */
+    struct gf_slab *slab;
 } remote_buffer;
+
+/* Let go of a buffer's memory (unmap, or drop its slab reference and
+ * hold); addr becomes NULL.  No Python: any thread. */
+void gf_remote_buffer_free(remote_buffer *buf);
 
 typedef struct remote_call {
     foreign_call base;          /* first: foreign.c allocates us */
