@@ -34,11 +34,15 @@ An encoded exception is ``(pickled_exception or None, traceback_text,
 will not pickle (or unpickle) still reaches the caller as a clear error.
 """
 
-import pickle
+# pickle's C half, not pickle: the same loads, dumps and PickleBuffer
+# (pickle re-exports them), without the pure-Python pickler and the re and
+# struct it imports - milliseconds of every sub-interpreter's start and of
+# a process pool's cold start (the zygote loads it for its workers).
+import _pickle
 import sys
 
-_loads = pickle.loads
-_dumps = pickle.dumps
+_loads = _pickle.loads
+_dumps = _pickle.dumps
 _main_file = None
 _main_tried = False
 _oob = 0
@@ -55,7 +59,7 @@ class _OutOfBand:
         self.data = data
 
     def __reduce_ex__(self, protocol):
-        return type(self.data), (pickle.PickleBuffer(self.data),)
+        return type(self.data), (_pickle.PickleBuffer(self.data),)
 
 
 def _big(x, threshold):

@@ -5,8 +5,8 @@ threads (gilfree's own, or the user's) whose locks a child would inherit
 held.  Instead the first process pool starts this program once, with a
 fresh ``python`` (fork + exec: no thread, no lock carried over), and each
 worker is forked from it: a worker is ready in about a millisecond, with
-the modules the zygote loaded (``gilfree._core``, ``pickle``, later
-``cloudpickle``) already there.
+the modules the zygote loaded (``gilfree._core``, ``_pickle``,
+``threading``, later ``cloudpickle``) already there.
 
 Requests come on one ``SOCK_SEQPACKET`` socket from the parent
 (``_core/proc.c``): a spawn request carries the worker's channel (a memfd)
@@ -24,33 +24,77 @@ package, and *lean*: without the stdlib's futures vocabulary
 only if a task imports gilfree, whose ``__init__`` then completes it.
 """
 
+# Every import here delays a cold pool's first task, which waits for the
+# zygote to start.  Hence the C halves of ``signal`` and ``socket``, not the
+# modules: those wrap them in enums and pull in ``enum``, ``selectors`` and
+# ``collections`` (about 10 ms, a quarter of the zygote's start), none of
+# which the zygote needs.  ``threading`` here, and ``_pickle`` below: every
+# worker's setup needs them (it unpickles its setup record and names its
+# thread), so they are loaded once here and shared by every fork - this
+# costs a pool's first worker no more than loading them in that worker
+# would, and saves it in the others.
+import _signal  # type: ignore[import-not-found]  # no stub: signal's C half
+import _socket
 import os
 import select
-import signal
-import socket
-import struct
 import sys
-
-# Every worker's setup needs these two: loaded once here, shared by every fork.
-import pickle  # noqa: F401
 import threading  # noqa: F401
 
+
+def _import_pickle():
+    """Import ``_pickle`` (``pickle``'s C half: see _worker.py) without
+    ``functools``, when that is not loaded yet (3.13+, whose ``threading``
+    no longer imports it).
+
+    ``_pickle`` takes only ``partial`` from ``functools``, and that is
+    ``_functools.partial``, re-exported; the real ``functools`` would cost
+    about 3 ms more (with ``collections``), for nothing here.  A stand-in
+    module holding just ``partial`` serves ``_pickle``'s initialization -
+    nothing else runs meanwhile: the modules it imports besides are loaded
+    first - and is dropped right after, so a later ``import functools``
+    loads the real one.  Should some ``_pickle`` want more of ``functools``,
+    it is imported the ordinary way."""
+    if "functools" not in sys.modules:
+        import _compat_pickle  # noqa: F401
+        import _functools  # type: ignore[import-not-found]  # no stub
+        import copyreg  # noqa: F401
+
+        stand_in = type(sys)("functools")
+        stand_in.partial = _functools.partial
+        sys.modules["functools"] = stand_in
+        try:
+            import _pickle
+        except (AttributeError, ImportError):
+            pass                 # it wants more: imported below
+        finally:
+            del sys.modules["functools"]
+    import _pickle  # noqa: F401
+
+
+_import_pickle()
+
+# Plain ``python -c``, without -S or -I: the zygote, and the workers forked
+# from it, must see site-packages as the caller does (.pth files, editable
+# installs), to import the modules that tasks need.  The loaders come from
+# the import system's own modules, loaded at start: ``importlib.util`` would
+# cost a millisecond more.
 BOOTSTRAP = """
-import importlib.util, os, sys
-spec = importlib.util.spec_from_file_location("gilfree._core", sys.argv[2])
-core = importlib.util.module_from_spec(spec)
+import _frozen_importlib as bootstrap, _frozen_importlib_external as external
+import os, sys
+spec = external.spec_from_file_location("gilfree._core", sys.argv[2])
+core = bootstrap.module_from_spec(spec)
 sys.modules["gilfree._core"] = core
 os.environ["GILFREE_LEAN_CORE"] = "1"
 spec.loader.exec_module(core)
 del os.environ["GILFREE_LEAN_CORE"]
-spec = importlib.util.spec_from_file_location("gilfree._zygote", sys.argv[3])
-zygote = importlib.util.module_from_spec(spec)
+spec = external.spec_from_file_location("gilfree._zygote", sys.argv[3])
+zygote = bootstrap.module_from_spec(spec)
 spec.loader.exec_module(zygote)
 zygote.main(int(sys.argv[1]), core)
 """
 
-_REQUEST = struct.Struct("ii")   # ('S', worker index)
-_REPLY = struct.Struct("i")      # pid, or -errno
+_REQUEST_SIZE = 8                # ('S', worker index): two C ints
+_FD_SIZE = 4                     # a descriptor in SCM_RIGHTS: a C int
 _PRELOAD_AFTER_IDLE_S = 0.05
 
 
@@ -62,12 +106,32 @@ def _preload():
         pass
 
 
+def _recv_request(ctl):
+    """A request and the descriptors that came with it; (b"", []) at end
+    of file.  What ``socket.recv_fds`` does, on the bare ``_socket``."""
+    try:
+        msg, ancillary, _, _ = ctl.recvmsg(_REQUEST_SIZE,
+                                           _socket.CMSG_SPACE(2 * _FD_SIZE))
+    except OSError:
+        return b"", []
+    fds = []
+    for level, kind, data in ancillary:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            fds += memoryview(data[:len(data) - len(data) % _FD_SIZE]).cast("i")
+    return msg, fds
+
+
+def _reply(ctl, value):
+    """Answer a request: the new pid, or -errno."""
+    ctl.send(value.to_bytes(4, sys.byteorder, signed=True))
+
+
 def _child(core, ctl, wake_r, wake_w, chan_fd, sock_fd, others, zygote_pid):
     """In a new worker: drop the zygote's descriptors, serve, exit."""
     status = 1
     try:
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        _signal.set_wakeup_fd(-1)
+        _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
         ctl.close()
         os.close(wake_r)
         os.close(wake_w)
@@ -81,11 +145,11 @@ def _child(core, ctl, wake_r, wake_w, chan_fd, sock_fd, others, zygote_pid):
 def main(ctl_fd, core):
     # Ctrl-C in a terminal reaches the whole process group: the parent
     # handles it (KeyboardInterrupt), the zygote and workers go on.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    ctl = socket.socket(fileno=ctl_fd)
+    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
+    ctl = _socket.socket(fileno=ctl_fd)
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
+    _signal.set_wakeup_fd(wake_w)
+    _signal.signal(_signal.SIGCHLD, lambda *_: None)
     children = {}                # pid -> its channel's descriptor
     preloaded = False
     while True:
@@ -93,7 +157,7 @@ def main(ctl_fd, core):
         # while: it takes tens of ms, and a pool's first workers should not
         # wait for it.
         idle = None if preloaded or not children else _PRELOAD_AFTER_IDLE_S
-        readable, _, _ = select.select([ctl, wake_r], [], [], idle)
+        readable, _, _ = select.select([ctl_fd, wake_r], [], [], idle)
         if not readable:
             _preload()
             preloaded = True
@@ -106,18 +170,15 @@ def main(ctl_fd, core):
                 except BlockingIOError:
                     break
             _reap(core, children, block=False)
-        if ctl not in readable:
+        if ctl_fd not in readable:
             continue
-        try:
-            msg, fds, _, _ = socket.recv_fds(ctl, _REQUEST.size, 2)
-        except OSError:
-            msg, fds = b"", []
+        msg, fds = _recv_request(ctl)
         if not msg:
             break                # end of file: the parent is gone or done
-        if len(fds) != 2 or len(msg) != _REQUEST.size:
+        if len(fds) != 2 or len(msg) != _REQUEST_SIZE:
             for fd in fds:
                 os.close(fd)
-            ctl.send(_REPLY.pack(-22))  # EINVAL
+            _reply(ctl, -22)     # EINVAL
             continue
         chan_fd, sock_fd = fds
         zygote_pid = os.getpid()
@@ -126,17 +187,17 @@ def main(ctl_fd, core):
         except OSError as e:
             os.close(chan_fd)
             os.close(sock_fd)
-            ctl.send(_REPLY.pack(-(e.errno or 12)))
+            _reply(ctl, -(e.errno or 12))
             continue
         if pid == 0:
             _child(core, ctl, wake_r, wake_w, chan_fd, sock_fd, list(children.values()),
                    zygote_pid)
         os.close(sock_fd)
         children[pid] = chan_fd
-        ctl.send(_REPLY.pack(pid))
+        _reply(ctl, pid)
     for pid in children:
         try:
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, _signal.SIGKILL)
         except ProcessLookupError:
             pass
     _reap(core, children, block=True)
