@@ -32,7 +32,8 @@ from typing import Any
 from . import _core
 from ._executor import default_thread_workers
 from ._remote import (  # noqa: F401 - RemoteTraceback and identity are public here
-    RemoteMapMixin, RemoteTraceback, _dumps_any, _fallback_dumps, _main_file, _rebuild,
+    RemoteMapMixin, RemoteTraceback, _cloudpickle_installed, _dumps_any, _fallback_dumps,
+    _main_file, _rebuild,
     identity,
 )
 
@@ -103,14 +104,8 @@ def safe_by_default() -> bool:
 def _install_codec() -> None:
     # Without a main script (REPL, -c, Jupyter), functions of __main__ cannot
     # be found by re-running it: ship every call by value then.
-    dumps = pickle.dumps
-    if _main_file() is None:
-        try:
-            import cloudpickle
-
-            dumps = cloudpickle.dumps
-        except ImportError:
-            pass
+    by_value = _main_file() is None and _cloudpickle_installed()
+    dumps = _fallback_dumps if by_value else pickle.dumps
     _core._remote_set_codec(_core.REMOTE_INTERPRETERS,
                             (dumps, _fallback_dumps, pickle.loads, _rebuild, _failure))
 

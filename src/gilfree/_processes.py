@@ -39,7 +39,8 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _core, _worker
-from ._remote import RemoteMapMixin, _dumps_any, _fallback_dumps, _main_file, _rebuild
+from ._remote import (RemoteMapMixin, _cloudpickle_installed, _dumps_any, _fallback_dumps,
+                      _main_file, _rebuild)
 
 __all__ = ["ProcessPoolExecutor", "BrokenProcessPool", "WorkerCrashedError",
            "OUT_OF_BAND_BYTES"]
@@ -102,16 +103,10 @@ def _install_codec() -> None:
     dumps: Callable[..., Any] = _dumps
     plain: Callable[..., Any] | None = pickle.dumps
     by_value = False
-    if _main_file() is None:
-        try:
-            import cloudpickle
-
-            def dumps(obj: Any, protocol: int = 5) -> Any:
-                return cloudpickle.dumps(obj, protocol)
-            plain = None
-            by_value = True
-        except ImportError:
-            pass
+    if _main_file() is None and _cloudpickle_installed():
+        dumps = _fallback_dumps
+        plain = None
+        by_value = True
     _core._remote_set_codec(_core.REMOTE_PROCESSES,
                             (dumps, _fallback_dumps, pickle.loads, _rebuild, _failure,
                              plain, OUT_OF_BAND_BYTES))
