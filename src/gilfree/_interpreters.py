@@ -110,7 +110,7 @@ def _install_codec() -> None:
                             (dumps, _fallback_dumps, pickle.loads, _rebuild, _failure))
 
 
-def _failure(status: str, message: str, code: int) -> BaseException:
+def _failure(status: str, message: str, code: int, pid: int) -> BaseException:
     """The exception for a call that did not come back pickled (remote.c)."""
     if status == "broken":
         return BrokenInterpreterPool(message)

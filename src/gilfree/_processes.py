@@ -72,10 +72,9 @@ class WorkerCrashedError(BrokenProcessPool):
         self.pid = pid
 
 
-def _failure(status: str, message: str, code: int) -> BaseException:
+def _failure(status: str, message: str, code: int, pid: int) -> BaseException:
     """The exception for a call that did not come back pickled (remote.c)."""
     if status == "crashed":
-        pid = int(message.split("(pid ", 1)[1].split(")", 1)[0]) if "(pid " in message else 0
         return WorkerCrashedError(message, code, pid)
     if status == "timedout":
         return _core.TimeoutError(message)

@@ -683,6 +683,7 @@ static void store_death(remote_call *rc, enum head_end how, pid_t pid,
                  (double)rc->timeout_ns / 1e9, (int)pid);
         gf_remote_store_text(rc, STATUS_TIMEDOUT, gf_strdup(text));
     } else {
+        rc->pid = (int)pid;
         gf_remote_store_text(rc, STATUS_CRASHED,
                              crash_text(pid, status, &rc->code));
     }

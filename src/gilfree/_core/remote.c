@@ -101,17 +101,18 @@ static PyObject *codec_of(module_state *st, enum remote_kind kind)
     return codec;
 }
 
-/* The codec's failure(status, message, code) as the current exception. */
+/* The codec's failure(status, message, code, pid) as the current
+ * exception. */
 static void raise_failure(module_state *st, enum remote_kind kind,
                           enum call_status status, const char *message,
-                          int code)
+                          int code, int pid)
 {
     PyObject *codec = codec_of(st, kind);
     if (!codec)
         return;
     PyObject *exc = PyObject_CallFunction(
-        PyTuple_GET_ITEM(codec, C_FAILURE), "ssi", status_names[status],
-        message ? message : "out of memory in a worker", code);
+        PyTuple_GET_ITEM(codec, C_FAILURE), "ssii", status_names[status],
+        message ? message : "out of memory in a worker", code, pid);
     if (exc) {
         PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
         Py_DECREF(exc);
@@ -304,7 +305,7 @@ static PyObject *remote_outcome(foreign_call *fc)
         raise_failure(st, kind, (enum call_status)rc->status,
                       rc->status == STATUS_NONE ? "the task has no outcome"
                                                 : rc->out,
-                      rc->code);
+                      rc->code, rc->pid);
         return NULL;
     }
     PyObject *codec = codec_of(st, kind);
@@ -661,7 +662,7 @@ static remote_core *live_core(RemoteExecutorObject *ex)
     }
     char *broken = atomic_load_explicit(&core->broken, memory_order_acquire);
     if (broken) {
-        raise_failure(core->st, core->kind, STATUS_BROKEN, broken, 0);
+        raise_failure(core->st, core->kind, STATUS_BROKEN, broken, 0, 0);
         return NULL;
     }
     return codec_of(core->st, core->kind) ? core : NULL;

@@ -74,6 +74,7 @@ typedef struct remote_call {
     char *out;                  /* malloc'd, see status */
     size_t out_len;
     int code;                   /* STATUS_CRASHED: exitcode */
+    int pid;                    /* STATUS_CRASHED: the worker process */
     remote_buffer *out_bufs;    /* malloc'd array, see remote_buffer */
     int n_out_bufs;
 } remote_call;
