@@ -42,7 +42,6 @@
 
 #include <assert.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -238,18 +237,12 @@ int gf_chan_create(size_t ring_bytes, const char *name, int *fd_out,
     if (size > SIZE_MAX)
         return GF_EINVAL;
 
-    int fd, rc = gf_shm_create((size_t)size,
-                               name != NULL ? name : "gilfree-chan", &fd);
+    /* Sealed: attach checks the layout against the size, which must not
+     * change after (gf_chan_map insists on the seal). */
+    int fd, rc = gf_shm_create_sealed(
+        (size_t)size, name != NULL ? name : "gilfree-chan", &fd);
     if (rc != 0)
         return rc;
-    /* Fix the size for good: attach checked the layout against it, and a
-     * peer that shrank the segment would make every other mapping fault
-     * (SIGBUS) on the lost pages.  gf_chan_map insists on this seal. */
-    if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
-        != 0) {
-        rc = GF_ESYS;
-        goto close_fd;
-    }
     void *base;
     if ((rc = gf_shm_map(fd, (size_t)size, true, false, &base)) != 0)
         goto close_fd;
@@ -262,25 +255,15 @@ int gf_chan_create(size_t ring_bytes, const char *name, int *fd_out,
 unmap:
     gf_shm_unmap(base, (size_t)size);
 close_fd:
-    {
-        int saved = errno;
-        close(fd);
-        errno = saved;
-    }
+    gf_close_keep_errno(fd);
     return rc;
 }
 
 int gf_chan_map(int fd, gf_chan **out)
 {
-    /* Not sealed: not made by gf_chan_create, and not safe to map (see
-     * there).  F_GET_SEALS fails with EINVAL on anything but a memfd. */
-    int seals = fcntl(fd, F_GET_SEALS);
-    if (seals < 0)
-        return errno == EBADF ? GF_ESYS : GF_ECORRUPT;
-    if ((seals & F_SEAL_SHRINK) == 0)
-        return GF_ECORRUPT;
+    /* Not sealed: not made by gf_chan_create, and not safe to map. */
     size_t size;
-    int rc = gf_shm_size(fd, &size);
+    int rc = gf_shm_sealed_size(fd, &size);
     if (rc != 0)
         return rc;
     void *base;

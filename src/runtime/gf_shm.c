@@ -7,6 +7,7 @@
 #include "gf_shm.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdint.h>
 #include <string.h>
@@ -29,7 +30,7 @@
  * want a non-NULL address for an empty buffer.  Never dereferenced. */
 static const char empty_mapping;
 
-static void close_keep_errno(int fd)
+void gf_close_keep_errno(int fd)
 {
     int saved = errno;
     close(fd);
@@ -61,11 +62,37 @@ int gf_shm_create(size_t size, const char *name, int *fd_out)
     /* ftruncate only sets the size: tmpfs allocates (zeroed) pages on
      * first touch, so an untouched segment costs nothing. */
     if (ftruncate(fd, (off_t)size) != 0) {
-        close_keep_errno(fd);
+        gf_close_keep_errno(fd);
         return GF_ESYS;
     }
     *fd_out = fd;
     return 0;
+}
+
+int gf_shm_create_sealed(size_t size, const char *name, int *fd_out)
+{
+    int fd, rc = gf_shm_create(size, name, &fd);
+    if (rc != 0)
+        return rc;
+    if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
+        != 0) {
+        gf_close_keep_errno(fd);
+        return GF_ESYS;
+    }
+    *fd_out = fd;
+    return 0;
+}
+
+int gf_shm_sealed_size(int fd, size_t *size)
+{
+    /* F_GET_SEALS fails with EINVAL on anything but a memfd. */
+    int seals = fcntl(fd, F_GET_SEALS);
+    if (seals < 0)
+        return errno == EBADF ? GF_ESYS : GF_ECORRUPT;
+    if ((seals & (F_SEAL_SHRINK | F_SEAL_GROW))
+        != (F_SEAL_SHRINK | F_SEAL_GROW))
+        return GF_ECORRUPT;
+    return gf_shm_size(fd, size);
 }
 
 int gf_shm_from_bytes(const void *data, size_t len, const char *name,
@@ -83,7 +110,7 @@ int gf_shm_from_bytes(const void *data, size_t len, const char *name,
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            close_keep_errno(fd);
+            gf_close_keep_errno(fd);
             return GF_ESYS;
         }
         done += (size_t)n;

@@ -29,8 +29,24 @@ int gf_shm_create(size_t size, const char *name, int *fd_out);
 int gf_shm_from_bytes(const void *data, size_t len, const char *name,
                       int *fd_out);
 
+/* close() that keeps errno, for the clean-up on a failure path: the
+ * caller reports the first failure, not the close after it. */
+void gf_close_keep_errno(int fd);
+
 /* The segment's size.  0 or GF_ESYS. */
 int gf_shm_size(int fd, size_t *size);
+
+/* A new segment (as gf_shm_create) whose size is then sealed for good
+ * (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL): for segments that several
+ * processes map at once, where one that shrank it would make every other
+ * mapping fault (SIGBUS) on the lost pages.  0 with *fd_out, GF_EINVAL or
+ * GF_ESYS. */
+int gf_shm_create_sealed(size_t size, const char *name, int *fd_out);
+
+/* The size of a segment whose size is sealed: GF_ECORRUPT if fd is not a
+ * memfd or its size may still change (then it must not be mapped), GF_ESYS
+ * (a bad descriptor). */
+int gf_shm_sealed_size(int fd, size_t *size);
 
 /* Map the whole segment shared, read-write or read-only; populate asks
  * the kernel to map every page now (MAP_POPULATE: one call instead of a

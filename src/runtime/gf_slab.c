@@ -6,8 +6,6 @@
  * the seal, so neither side can make the other's mapping fault. */
 #include "gf_slab.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,13 +56,10 @@ int gf_slab_create(size_t cap, gf_slab **out)
     if (cap > SIZE_MAX - SLAB_HEADER)
         return GF_EINVAL;
     size_t size = SLAB_HEADER + cap;
-    int fd, rc = gf_shm_create(size, "gilfree-slab", &fd);
+    int fd, rc = gf_shm_create_sealed(size, "gilfree-slab", &fd);
     if (rc != 0)
         return rc;
-    if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
-        != 0) {
-        rc = GF_ESYS;
-    } else if ((rc = wrap(fd, size, out)) == 0) {
+    if ((rc = wrap(fd, size, out)) == 0) {
         gf_slab *s = *out;
         s->fd = fd;
         atomic_store_explicit(&s->hdr->holds, 0, memory_order_relaxed);
@@ -75,22 +70,14 @@ int gf_slab_create(size_t cap, gf_slab **out)
                               memory_order_release);
         return 0;
     }
-    int saved = errno;
-    close(fd);
-    errno = saved;
+    gf_close_keep_errno(fd);
     return rc;
 }
 
 int gf_slab_map(int fd, gf_slab **out)
 {
-    int seals = fcntl(fd, F_GET_SEALS);
-    if (seals < 0)
-        return errno == EBADF ? GF_ESYS : GF_ECORRUPT;
-    if ((seals & (F_SEAL_SHRINK | F_SEAL_GROW))
-        != (F_SEAL_SHRINK | F_SEAL_GROW))
-        return GF_ECORRUPT;
     size_t size;
-    int rc = gf_shm_size(fd, &size);
+    int rc = gf_shm_sealed_size(fd, &size);
     if (rc != 0)
         return rc;
     if (size < SLAB_HEADER)

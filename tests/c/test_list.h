@@ -63,6 +63,7 @@
     X(shm_peer_closed_returns_epipe)                                          \
     X(shm_recv_too_many_fds_leaks_none)                                       \
     X(shm_recv_signal_returns_eintr)                                          \
+    X(shm_sealed_size_cannot_change)                                          \
     X(slab_owner_and_peer_share_the_data)                                     \
     X(slab_contains_is_exact_at_the_edges)                                    \
     X(slab_map_refuses_what_is_not_a_sealed_slab)                             \

@@ -388,3 +388,26 @@ TEST(shm_recv_signal_returns_eintr)
     close(sv[0]);
     close(sv[1]);
 }
+
+TEST(shm_sealed_size_cannot_change)
+{
+    int fd;
+    size_t size = 0;
+    ASSERT_OK(gf_shm_create_sealed(3 * 4096, "gf-test-sealed", &fd));
+    ASSERT(is_cloexec(fd));
+    ASSERT_OK(gf_shm_sealed_size(fd, &size));
+    ASSERT_EQ(size, 3 * 4096);
+    ASSERT(ftruncate(fd, 4096) != 0 && errno == EPERM);       /* shrink */
+    ASSERT(ftruncate(fd, 8 * 4096) != 0 && errno == EPERM);   /* grow */
+    close(fd);
+    /* A plain segment's size may still change; a pipe is no segment. */
+    ASSERT_OK(gf_shm_create(4096, NULL, &fd));
+    ASSERT_RC(gf_shm_sealed_size(fd, &size), GF_ECORRUPT);
+    close(fd);
+    int pipefd[2];
+    ASSERT_OK(pipe(pipefd));
+    ASSERT_RC(gf_shm_sealed_size(pipefd[0], &size), GF_ECORRUPT);
+    close(pipefd[0]);
+    close(pipefd[1]);
+    ASSERT_RC(gf_shm_sealed_size(-1, &size), GF_ESYS);
+}

@@ -196,11 +196,12 @@ void gf_future_sync(FutureObject *f)
     }
 }
 
-int gf_foreign_cancel_claimed(foreign_call *fc)
+/* Set CANCELLED unless one of `unless` is set first: 1 if it was set. */
+static int cancel_unless(foreign_call *fc, uint32_t unless)
 {
     uint32_t flags = atomic_load_explicit(&fc->flags, memory_order_relaxed);
     do {
-        if (flags & (FC_DONE | FC_CANCELLED))
+        if (flags & unless)
             return 0;
     } while (!atomic_compare_exchange_weak_explicit(
         &fc->flags, &flags, flags | FC_CANCELLED, memory_order_relaxed,
@@ -208,17 +209,14 @@ int gf_foreign_cancel_claimed(foreign_call *fc)
     return 1;
 }
 
+int gf_foreign_cancel_claimed(foreign_call *fc)
+{
+    return cancel_unless(fc, FC_DONE | FC_CANCELLED);
+}
+
 int gf_foreign_try_cancel(FutureObject *f)
 {
-    foreign_call *fc = f->foreign;
-    uint32_t flags = atomic_load_explicit(&fc->flags, memory_order_relaxed);
-    do {
-        if (flags & (FC_CLAIMED | FC_DONE))
-            return 0;
-    } while (!atomic_compare_exchange_weak_explicit(
-        &fc->flags, &flags, flags | FC_CANCELLED, memory_order_relaxed,
-        memory_order_relaxed));
-    return 1;
+    return cancel_unless(f->foreign, FC_CLAIMED | FC_DONE);
 }
 
 static executor_core *bridge(module_state *st)
