@@ -22,6 +22,8 @@ typedef struct ExecutorObject {
 
 /* ---- cores ---------------------------------------------------------------- */
 
+static const gf_core_life_ops executor_life_ops;  /* below */
+
 executor_core *gf_core_new(module_state *st, int max_workers,
                            PyObject *name_prefix, PyObject *initializer,
                            PyObject *initargs)
@@ -45,7 +47,7 @@ executor_core *gf_core_new(module_state *st, int max_workers,
     };
     PyErr_Clear();
     cfg.hooks.ctx = core;
-    int rc = gf_pool_create(&cfg, &core->pool);
+    int rc = gf_pool_create(&cfg, &core->life.pool);
     Py_XDECREF(ascii);
     if (rc != 0) {
         Py_DECREF(core->name_prefix);
@@ -55,8 +57,8 @@ executor_core *gf_core_new(module_state *st, int max_workers,
         gf_raise(rc, "creating the worker pool");
         return NULL;
     }
-    core->next = st->cores;
-    st->cores = core;
+    core->life.ops = &executor_life_ops;
+    gf_life_link(&st->cores, &core->life);
     return core;
 }
 
@@ -66,12 +68,12 @@ int gf_core_submit(executor_core *core, gf_task *t)
         PyErr_SetObject(core->st->broken_thread_pool, core->broken);
         return -1;
     }
-    if (core->shutdown) {
+    if (core->life.shutdown) {
         PyErr_SetString(PyExc_RuntimeError,
                         "cannot schedule new futures after shutdown");
         return -1;
     }
-    int rc = gf_pool_submit(core->pool, t);
+    int rc = gf_pool_submit(core->life.pool, t);
     if (rc != 0) {
         gf_raise(rc, "submitting a task");
         return -1;
@@ -119,56 +121,39 @@ void gf_core_set_broken(executor_core *core, PyObject *message)
         PyErr_WriteUnraisable(NULL);
         return;
     }
-    gf_pool_drain(core->pool, fail_drained, exc);
+    gf_pool_drain(core->life.pool, fail_drained, exc);
     Py_DECREF(exc);
 }
 
-/* Join the workers of a shut-down core and free it.  block: wait for them
- * (GIL released) or only reap if they have all exited.  1 if reaped, 0 if
- * still running, -1 with an exception (interrupted while blocking). */
-static int reap(executor_core *core, int block)
+/* ---- the core's life (life.h) ------------------------------------------------ */
+
+static void detach_owner(gf_core_life *life)
 {
-    int rc = gf_join_pool(core->pool, block);
-    if (rc != 0)
-        return rc < 0 ? -1 : 0;
-    module_state *st = core->st;
-    for (executor_core **pp = &st->cores; *pp; pp = &(*pp)->next) {
-        if (*pp == core) {
-            *pp = core->next;
-            break;
-        }
-    }
-    if (st->bridge == core)
-        st->bridge = NULL;
+    executor_core *core = (executor_core *)life;
     if (core->owner)
         core->owner->core = NULL;
-    gf_pool_destroy(core->pool);
+    core->owner = NULL;
+}
+
+static void destroy(gf_core_life *life)
+{
+    executor_core *core = (executor_core *)life;
+    module_state *st = core->st;
+    if (st->bridge == core)
+        st->bridge = NULL;
+    gf_pool_destroy(core->life.pool);
     Py_CLEAR(core->name_prefix);
     Py_CLEAR(core->initializer);
     Py_CLEAR(core->initargs);
     Py_CLEAR(core->broken);
     PyMem_RawFree(core);
-    return 1;
 }
 
-static void reap_finished(module_state *st)
-{
-    executor_core *core = st->cores;
-    while (core) {
-        executor_core *next = core->next;
-        if (core->shutdown)
-            (void)reap(core, 0);
-        core = next;
-    }
-}
-
-static void begin_shutdown(executor_core *core, int cancel_futures)
-{
-    core->shutdown = 1;
-    if (cancel_futures)
-        gf_pool_drain(core->pool, cancel_drained, NULL);
-    gf_pool_shutdown(core->pool);
-}
+static const gf_core_life_ops executor_life_ops = {
+    .detach_owner = detach_owner,
+    .destroy = destroy,
+    .cancel_drained = cancel_drained,
+};
 
 /* ---- the Python type -------------------------------------------------------- */
 
@@ -194,7 +179,7 @@ static PyObject *executor_tp_new(PyTypeObject *type, PyObject *args,
     module_state *st = state_of_type(type);
     if (!st)
         return NULL;
-    reap_finished(st);
+    gf_life_reap_finished(&st->cores);
     ExecutorObject *self = (ExecutorObject *)type->tp_alloc(type, 0);
     if (!self)
         return NULL;
@@ -212,16 +197,6 @@ static PyObject *executor_tp_new(PyTypeObject *type, PyObject *args,
     return (PyObject *)self;
 }
 
-static int executor_tp_init(PyObject *self, PyObject *args, PyObject *kwds)
-{
-    /* Arguments were handled by tp_new; this stops Executor.__init__ of a
-     * Python base later in the MRO from seeing them. */
-    (void)self;
-    (void)args;
-    (void)kwds;
-    return 0;
-}
-
 static void executor_tp_dealloc(PyObject *self)
 {
     ExecutorObject *ex = (ExecutorObject *)self;
@@ -229,16 +204,8 @@ static void executor_tp_dealloc(PyObject *self)
     PyObject_GC_UnTrack(self);
     if (ex->weakreflist)
         PyObject_ClearWeakRefs(self);
-    if (ex->core) {
-        /* Like the stdlib: a collected executor lets queued work finish
-         * in the background; the core is reaped once its workers exit. */
-        if (!ex->core->shutdown)
-            begin_shutdown(ex->core, 0);
-        module_state *st = ex->core->st;
-        ex->core->owner = NULL;
-        ex->core = NULL;
-        reap_finished(st);
-    }
+    if (ex->core)
+        gf_life_let_go(&ex->core->st->cores, &ex->core->life);
     tp->tp_free(self);
     Py_DECREF(tp);
 }
@@ -368,23 +335,9 @@ static PyObject *executor_submit(PyObject *self, PyObject *const *args,
 static PyObject *executor_shutdown(PyObject *self, PyObject *args,
                                    PyObject *kwds)
 {
-    static char *kwlist[] = {"wait", "cancel_futures", NULL};
-    int wait = 1, cancel_futures = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|p$p:shutdown", kwlist,
-                                     &wait, &cancel_futures))
-        return NULL;
-    ExecutorObject *ex = (ExecutorObject *)self;
-    executor_core *core = ex->core;
-    if (!core)
-        Py_RETURN_NONE;
-    if (gf_worker_current() && gf_worker_pool(gf_worker_current()) == core->pool)
-        wait = 0;  /* a worker cannot wait for itself to exit */
-    begin_shutdown(core, cancel_futures);
-    if (!wait)
-        Py_RETURN_NONE;
-    if (reap(core, 1) < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    executor_core *core = ((ExecutorObject *)self)->core;
+    return gf_life_shutdown_method(core ? &core->st->cores : NULL,
+                                   core ? &core->life : NULL, args, kwds);
 }
 
 static PyObject *executor_get_max_workers(PyObject *self, void *closure)
@@ -397,7 +350,7 @@ static PyObject *executor_get_started(PyObject *self, void *closure)
 {
     (void)closure;
     ExecutorObject *ex = (ExecutorObject *)self;
-    return PyLong_FromLong(ex->core ? gf_pool_started_workers(ex->core->pool)
+    return PyLong_FromLong(ex->core ? gf_pool_started_workers(ex->core->life.pool)
                                     : 0);
 }
 
@@ -405,7 +358,7 @@ static PyObject *executor_get_shutdown(PyObject *self, void *closure)
 {
     (void)closure;
     ExecutorObject *ex = (ExecutorObject *)self;
-    return PyBool_FromLong(!ex->core || ex->core->shutdown);
+    return PyBool_FromLong(!ex->core || ex->core->life.shutdown);
 }
 
 PyObject *gf_mapiter_new(PyObject *executor, PyObject *const *args,
@@ -445,7 +398,7 @@ static PyMemberDef executor_members[] = {
 static PyType_Slot executor_slots[] = {
     {Py_tp_doc, "The C core of gilfree's threads backend."},
     {Py_tp_new, executor_tp_new},
-    {Py_tp_init, executor_tp_init},
+    {Py_tp_init, gf_life_tp_init},
     {Py_tp_dealloc, executor_tp_dealloc},
     {Py_tp_traverse, executor_tp_traverse},
     {Py_tp_methods, executor_methods},
@@ -475,12 +428,8 @@ static PyObject *shutdown_all(PyObject *module, PyObject *unused)
     /* Native calls first: their completions may still need the bridge. */
     if (gf_foreign_quiesce(st) < 0)
         return NULL;
-    for (executor_core *c = st->cores; c; c = c->next)
-        if (!c->shutdown)
-            begin_shutdown(c, 0);
-    while (st->cores)
-        if (reap(st->cores, 1) < 0)
-            return NULL;
+    if (gf_life_shutdown_all(&st->cores) < 0)
+        return NULL;
     Py_RETURN_NONE;
 }
 
@@ -499,7 +448,7 @@ static PyObject *after_fork_child(PyObject *module, PyObject *unused)
         "here (submit it again in the child)");
     if (!exc)
         return NULL;
-    for (executor_core *c = st->cores; c; c = c->next)
+    for (gf_core_life *c = st->cores; c; c = c->next)
         gf_pool_after_fork_child(c->pool, fail_drained, exc);
     gf_foreign_after_fork_child(st);
     Py_DECREF(exc);

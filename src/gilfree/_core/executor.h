@@ -10,22 +10,20 @@
 #ifndef GF_CORE_EXECUTOR_H
 #define GF_CORE_EXECUTOR_H
 
-#include "state.h"
+#include "life.h"
 
 typedef struct executor_core {
-    gf_pool *pool;
+    gf_core_life life;       /* first: pool, shutdown, st->cores (life.h) */
     PyInterpreterState *interp;
     module_state *st;
     PyObject *initializer;   /* NULL when none */
     PyObject *initargs;      /* tuple */
     PyObject *name_prefix;   /* str: threading names "<prefix>_<i>" */
     PyObject *broken;        /* NULL, or the BrokenThreadPool message */
-    int shutdown;            /* no new work accepted */
     /* The Executor object whose core this is, or NULL once that object is
      * gone; reaping a core detaches it from its owner (borrowed pointer,
      * cleared from both sides under the GIL). */
     struct ExecutorObject *owner;
-    struct executor_core *next;  /* st->cores */
 } executor_core;
 
 /* pyworker.c: pool hooks for workers that run Python. */

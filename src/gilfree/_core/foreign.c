@@ -76,7 +76,7 @@ void gf_foreign_end(foreign_call *fc)
     }
     gf_completion_complete(&f->done, false);
     if (!(old & FC_NOTIFY)
-        || gf_pool_submit(st->bridge->pool, &fc->finish_task) != 0)
+        || gf_pool_submit(st->bridge->life.pool, &fc->finish_task) != 0)
         bury(fc);
     leave(st);
 }

@@ -540,7 +540,7 @@ PyObject *gf_mapiter_new(PyObject *executor, PyObject *const *args,
     job->stop_on_error = opts[5] ? PyObject_IsTrue(opts[5]) : 1;
     job->chunksize = chunksize;
     job->window = window;
-    job->max_runners = gf_pool_max_workers(core->pool);
+    job->max_runners = gf_pool_max_workers(core->life.pool);
 
     MapIterObject *it = PyObject_New(MapIterObject, st->map_iter_type);
     if (!it) {

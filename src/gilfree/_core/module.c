@@ -196,13 +196,9 @@ static void module_free(void *module)
                                      memory_order_acquire)) != 0)
         (void)gf_futex_wait(&st->foreign_outstanding, n, -1, false);
     gf_foreign_drain_graveyard(st);
-    /* Cores still here were never shut down (the atexit hook did not run):
-     * stop them without joining - a worker that needs the GIL now would be
-     * ended by CPython's finalisation - and leave their memory to the OS. */
-    for (executor_core *c = st->cores; c; c = c->next)
-        gf_pool_shutdown(c->pool);
-    st->cores = NULL;
-    gf_remote_module_free(st);
+    /* Cores the atexit hook did not shut down (see life.h). */
+    gf_life_abandon_all(&st->cores);
+    gf_life_abandon_all(&st->remote_cores);
     (void)module_clear(module);
 }
 

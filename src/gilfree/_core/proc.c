@@ -105,7 +105,8 @@ static void release_zygote(proc_core *pc)
 /* Main GIL held: whether a process pool still holds a reference to z. */
 static int zygote_in_use(module_state *st, proc_zygote *z)
 {
-    for (remote_core *c = st->remote_cores; c; c = c->next) {
+    for (gf_core_life *l = st->remote_cores; l; l = l->next) {
+        remote_core *c = (remote_core *)l;
         proc_core *pc = c->kind == REMOTE_PROCESSES ? c->impl : NULL;
         if (pc && pc->zygote == z
             && !atomic_load_explicit(&pc->released, memory_order_acquire))
@@ -961,7 +962,8 @@ static PyObject *proc_close_inherited(PyObject *module, PyObject *unused)
 {
     (void)unused;
     module_state *st = state_of_module(module);
-    for (remote_core *c = st->remote_cores; c; c = c->next) {
+    for (gf_core_life *l = st->remote_cores; l; l = l->next) {
+        remote_core *c = (remote_core *)l;
         proc_core *pc = c->kind == REMOTE_PROCESSES ? c->impl : NULL;
         if (!pc)
             continue;

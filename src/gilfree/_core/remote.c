@@ -435,8 +435,8 @@ static void free_core(remote_core *core)
 {
     if (core->backend->free_core)
         core->backend->free_core(core);
-    if (core->pool)
-        gf_pool_destroy(core->pool);
+    if (core->life.pool)
+        gf_pool_destroy(core->life.pool);
     free(core->source);
     free(core->init);
     free(core->name_prefix);
@@ -444,42 +444,24 @@ static void free_core(remote_core *core)
     PyMem_RawFree(core);
 }
 
-static int reap(remote_core *core, int block)
+static void detach_owner(gf_core_life *life)
 {
-    int rc = gf_join_pool(core->pool, block);
-    if (rc != 0)
-        return rc < 0 ? -1 : 0;
-    module_state *st = core->st;
+    remote_core *core = (remote_core *)life;
     if (core->owner)
         core->owner->core = NULL;
-    for (remote_core **pp = &st->remote_cores; *pp; pp = &(*pp)->next) {
-        if (*pp == core) {
-            *pp = core->next;
-            break;
-        }
-    }
-    free_core(core);
-    return 1;
+    core->owner = NULL;
 }
 
-static void reap_finished(module_state *st)
+static void destroy(gf_core_life *life)
 {
-    remote_core *core = st->remote_cores;
-    while (core) {
-        remote_core *next = core->next;
-        if (core->shutdown)
-            (void)reap(core, 0);
-        core = next;
-    }
+    free_core((remote_core *)life);
 }
 
-static void begin_shutdown(remote_core *core, int cancel_futures)
-{
-    core->shutdown = 1;
-    if (cancel_futures)
-        gf_pool_drain(core->pool, cancel_drained, NULL);
-    gf_pool_shutdown(core->pool);
-}
+static const gf_core_life_ops remote_life_ops = {
+    .detach_owner = detach_owner,
+    .destroy = destroy,
+    .cancel_drained = cancel_drained,
+};
 
 static int make_pool(remote_core *core)
 {
@@ -490,7 +472,7 @@ static int make_pool(remote_core *core)
                   .on_stop = core->backend->on_stop,
                   .ctx = core},
     };
-    return gf_pool_create(&cfg, &core->pool);
+    return gf_pool_create(&cfg, &core->life.pool);
 }
 
 static char *copy_buffer(PyObject *obj, Py_ssize_t *len)
@@ -556,11 +538,12 @@ static PyObject *rexec_tp_new(PyTypeObject *type, PyObject *args,
                      backend->noun);
         return NULL;
     }
-    reap_finished(st);
+    gf_life_reap_finished(&st->remote_cores);
     remote_core *core = PyMem_RawCalloc(1, sizeof *core);
     if (!core)
         return PyErr_NoMemory();
     Py_ssize_t unused;
+    core->life.ops = &remote_life_ops;
     core->backend = backend;
     core->kind = (enum remote_kind)kind;
     core->st = st;
@@ -590,25 +573,16 @@ static PyObject *rexec_tp_new(PyTypeObject *type, PyObject *args,
     RemoteExecutorObject *self = (RemoteExecutorObject *)type->tp_alloc(type,
                                                                         0);
     if (!self) {
-        gf_pool_shutdown(core->pool);
-        (void)gf_pool_join(core->pool, -1);
+        gf_pool_shutdown(core->life.pool);
+        (void)gf_pool_join(core->life.pool, -1);
         free_core(core);
         return NULL;
     }
-    core->next = st->remote_cores;
-    st->remote_cores = core;
+    gf_life_link(&st->remote_cores, &core->life);
     core->owner = self;
     self->core = core;
     self->max_workers = max_workers;
     return (PyObject *)self;
-}
-
-static int rexec_tp_init(PyObject *self, PyObject *args, PyObject *kwds)
-{
-    (void)self;
-    (void)args;
-    (void)kwds;
-    return 0;
 }
 
 static void rexec_tp_dealloc(PyObject *self)
@@ -618,16 +592,8 @@ static void rexec_tp_dealloc(PyObject *self)
     PyObject_GC_UnTrack(self);
     if (ex->weakreflist)
         PyObject_ClearWeakRefs(self);
-    if (ex->core) {
-        /* Queued work finishes in the background; the atexit hook (or the
-         * next executor made here) joins the workers. */
-        if (!ex->core->shutdown)
-            begin_shutdown(ex->core, 0);
-        module_state *st = ex->core->st;
-        ex->core->owner = NULL;
-        ex->core = NULL;
-        reap_finished(st);
-    }
+    if (ex->core)
+        gf_life_let_go(&ex->core->st->remote_cores, &ex->core->life);
     Py_CLEAR(ex->last_fn);
     Py_CLEAR(ex->last_fn_bytes);
     tp->tp_free(self);
@@ -655,7 +621,7 @@ static int rexec_tp_clear(PyObject *self)
 static remote_core *live_core(RemoteExecutorObject *ex)
 {
     remote_core *core = ex->core;
-    if (!core || core->shutdown) {
+    if (!core || core->life.shutdown) {
         PyErr_SetString(PyExc_RuntimeError,
                         "cannot schedule new futures after shutdown");
         return NULL;
@@ -894,7 +860,7 @@ static PyObject *submit_payload(remote_core *core, PyObject *payload,
     }
     Py_INCREF(f);      /* the queue's reference: see the graveyard, foreign.h */
     gf_foreign_queued(&rc->base);
-    int err = gf_pool_submit(core->pool, &f->task);
+    int err = gf_pool_submit(core->life.pool, &f->task);
     if (err != 0) {
         gf_foreign_unqueued(&rc->base);
         Py_DECREF(f);
@@ -1025,23 +991,9 @@ static PyObject *rexec_submit_chunk(PyObject *self, PyObject *const *args,
 
 static PyObject *rexec_shutdown(PyObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"wait", "cancel_futures", NULL};
-    int wait = 1, cancel_futures = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|p$p:shutdown", kwlist,
-                                     &wait, &cancel_futures))
-        return NULL;
-    RemoteExecutorObject *ex = (RemoteExecutorObject *)self;
-    remote_core *core = ex->core;
-    if (!core)
-        Py_RETURN_NONE;
-    begin_shutdown(core, cancel_futures);
-    if (!wait)
-        Py_RETURN_NONE;
-    int rc = reap(core, 1);
-    if (rc < 0)
-        return NULL;
-    ex->core = NULL;
-    Py_RETURN_NONE;
+    remote_core *core = ((RemoteExecutorObject *)self)->core;
+    return gf_life_shutdown_method(core ? &core->st->remote_cores : NULL,
+                                   core ? &core->life : NULL, args, kwds);
 }
 
 static PyObject *rexec_get_max_workers(PyObject *self, void *closure)
@@ -1054,7 +1006,7 @@ static PyObject *rexec_get_started(PyObject *self, void *closure)
 {
     (void)closure;
     RemoteExecutorObject *ex = (RemoteExecutorObject *)self;
-    return PyLong_FromLong(ex->core ? gf_pool_started_workers(ex->core->pool)
+    return PyLong_FromLong(ex->core ? gf_pool_started_workers(ex->core->life.pool)
                                     : 0);
 }
 
@@ -1062,7 +1014,7 @@ static PyObject *rexec_get_shutdown(PyObject *self, void *closure)
 {
     (void)closure;
     RemoteExecutorObject *ex = (RemoteExecutorObject *)self;
-    return PyBool_FromLong(!ex->core || ex->core->shutdown);
+    return PyBool_FromLong(!ex->core || ex->core->life.shutdown);
 }
 
 static PyObject *rexec_get_broken(PyObject *self, void *closure)
@@ -1114,7 +1066,7 @@ static PyType_Slot rexec_slots[] = {
     {Py_tp_doc, "The C core of gilfree's interpreters and processes "
                 "backends."},
     {Py_tp_new, rexec_tp_new},
-    {Py_tp_init, rexec_tp_init},
+    {Py_tp_init, gf_life_tp_init},
     {Py_tp_dealloc, rexec_tp_dealloc},
     {Py_tp_traverse, rexec_tp_traverse},
     {Py_tp_clear, rexec_tp_clear},
@@ -1141,13 +1093,8 @@ static PyType_Spec rexec_spec = {
 static PyObject *remote_shutdown_all(PyObject *module, PyObject *unused)
 {
     (void)unused;
-    module_state *st = state_of_module(module);
-    for (remote_core *c = st->remote_cores; c; c = c->next)
-        if (!c->shutdown)
-            begin_shutdown(c, 0);
-    while (st->remote_cores)
-        if (reap(st->remote_cores, 1) < 0)
-            return NULL;
+    if (gf_life_shutdown_all(&state_of_module(module)->remote_cores) < 0)
+        return NULL;
     Py_RETURN_NONE;
 }
 
@@ -1159,30 +1106,31 @@ static PyObject *remote_before_fork(PyObject *module, PyObject *unused)
 {
     (void)unused;
     module_state *st = state_of_module(module);
-    for (remote_core *c = st->remote_cores; c; c = c->next) {
+    for (gf_core_life *l = st->remote_cores; l; l = l->next) {
+        remote_core *c = (remote_core *)l;
         if (!c->backend->stop_for_fork
-            || gf_pool_started_workers(c->pool) == 0)
+            || gf_pool_started_workers(c->life.pool) == 0)
             continue;
-        gf_pool_drain(c->pool, park_drained, c);
-        gf_pool_shutdown(c->pool);
+        gf_pool_drain(c->life.pool, park_drained, c);
+        gf_pool_shutdown(c->life.pool);
         int rc;
         do {
             Py_BEGIN_ALLOW_THREADS
-            rc = gf_pool_join(c->pool, -1);
+            rc = gf_pool_join(c->life.pool, -1);
             Py_END_ALLOW_THREADS
         } while (rc == GF_EINTR);
-        gf_pool_destroy(c->pool);
-        c->pool = NULL;
+        gf_pool_destroy(c->life.pool);
+        c->life.pool = NULL;
         rc = make_pool(c);
         if (rc != 0) {
             /* Keep a pool object: nothing can be queued on it any more. */
-            c->shutdown = 1;
+            c->life.shutdown = 1;
             gf_remote_mark_broken(c, gf_strdup("could not restart the pool "
                                                "after fork()"));
             return gf_raise(rc, "restarting a pool");
         }
-        if (c->shutdown)
-            gf_pool_shutdown(c->pool);
+        if (c->life.shutdown)
+            gf_pool_shutdown(c->life.pool);
     }
     Py_RETURN_NONE;
 }
@@ -1192,13 +1140,14 @@ static PyObject *remote_after_fork_parent(PyObject *module, PyObject *unused)
 {
     (void)unused;
     module_state *st = state_of_module(module);
-    for (remote_core *c = st->remote_cores; c; c = c->next) {
+    for (gf_core_life *l = st->remote_cores; l; l = l->next) {
+        remote_core *c = (remote_core *)l;
         gf_task *t = c->parked_head;
         c->parked_head = NULL;
         c->parked_tail = &c->parked_head;
         while (t) {
             gf_task *next = t->next;
-            if (c->shutdown || gf_pool_submit(c->pool, t) != 0)
+            if (c->life.shutdown || gf_pool_submit(c->life.pool, t) != 0)
                 complete_unrun(t, "the pool could not restart after fork()");
             t = next;
         }
@@ -1219,11 +1168,12 @@ static PyObject *remote_after_fork_child(PyObject *module, PyObject *unused)
 {
     (void)unused;
     module_state *st = state_of_module(module);
-    for (remote_core *c = st->remote_cores; c; c = c->next) {
+    for (gf_core_life *l = st->remote_cores; l; l = l->next) {
+        remote_core *c = (remote_core *)l;
         c->parked_head = NULL;
         c->parked_tail = &c->parked_head;
         if (c->backend->after_fork_child) {
-            gf_pool_after_fork_child(c->pool, forget_task, NULL);
+            gf_pool_after_fork_child(c->life.pool, forget_task, NULL);
             c->backend->after_fork_child(c);
         }
     }
@@ -1291,11 +1241,3 @@ int gf_remote_register(PyObject *module, module_state *st)
     return PyModule_AddFunctions(module, remote_functions);
 }
 
-/* module_free: cores still here were never shut down (atexit did not run):
- * stop them without joining and leave their memory to the OS. */
-void gf_remote_module_free(module_state *st)
-{
-    for (remote_core *c = st->remote_cores; c; c = c->next)
-        gf_pool_shutdown(c->pool);
-    st->remote_cores = NULL;
-}

@@ -19,6 +19,7 @@
 #define GF_CORE_REMOTE_H
 
 #include "foreign.h"
+#include "life.h"
 
 enum remote_kind { REMOTE_INTERPRETERS = 0, REMOTE_PROCESSES = 1 };
 
@@ -105,9 +106,9 @@ typedef struct remote_backend {
 /* Lives in C memory: a worker may read it after the executor object died
  * (the core is freed only once every worker has exited). */
 struct remote_core {
+    gf_core_life life;          /* first: pool, shutdown, st->remote_cores */
     const remote_backend *backend;
     enum remote_kind kind;
-    gf_pool *pool;
     module_state *st;
     int max_workers;
     int max_tasks_per_child;    /* 0: no limit */
@@ -122,9 +123,7 @@ struct remote_core {
     Py_ssize_t init_len;
     char *name_prefix;          /* names "<prefix>_<i>" */
     _Atomic(char *) broken;     /* NULL or the reason the pool broke */
-    int shutdown;
     void *impl;                 /* the backend's own state */
-    struct remote_core *next;   /* st->remote_cores */
     /* The executor object that points here (borrowed), cleared by either
      * side when it lets go: a core reaped at exit must not leave the
      * object a dangling pointer. */

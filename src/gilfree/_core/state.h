@@ -54,14 +54,14 @@ typedef struct module_state {
     struct executor_core *bridge;
     unsigned fork_generation;        /* bumped in a forked child */
 
-    struct executor_core *cores;     /* every live executor core */
+    struct gf_core_life *cores;      /* every live executor core (life.h) */
 
     /* The interpreters and processes backends (remote.h). */
     PyTypeObject *remote_executor_type;  /* _core.RemoteExecutor */
     PyTypeObject *shared_buffer_type;    /* _core.SharedBuffer */
     PyObject *broken_interp_pool;    /* gilfree.BrokenInterpreterPool */
     PyObject *remote_codec[2];       /* per remote_kind, see remote.c */
-    struct remote_core *remote_cores;  /* every live remote pool */
+    struct gf_core_life *remote_cores; /* every live remote pool (life.h) */
     struct proc_zygote *zygote;      /* the process pools' zygote (proc.c) */
     int executor_counter;            /* default thread name prefixes */
     int lean;                        /* the stdlib vocabulary is not
@@ -117,7 +117,6 @@ int gf_demo_register(PyObject *module);
 int gf_interp_register(PyObject *module, module_state *st);
 int gf_remote_register(PyObject *module, module_state *st);
 int gf_proc_register(PyObject *module, module_state *st);
-void gf_remote_module_free(module_state *st);
 void gf_foreign_drain_graveyard(module_state *st);
 int gf_foreign_quiesce(module_state *st);
 void gf_foreign_after_fork_child(module_state *st);
