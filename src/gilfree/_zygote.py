@@ -6,7 +6,10 @@ held.  Instead the first process pool starts this program once, with a
 fresh ``python`` (fork + exec: no thread, no lock carried over), and each
 worker is forked from it: a worker is ready in about a millisecond, with
 the modules the zygote loaded (``gilfree._core``, ``_pickle``,
-``threading``, later ``cloudpickle``) already there.
+``threading``) already there.  ``cloudpickle`` is not among them: a worker
+imports it the first time it unpickles a function sent by value (only
+pools made without a main script send those), and a zygote that loaded
+it on its own would take a core from the workers running meanwhile.
 
 Requests come on one ``SOCK_SEQPACKET`` socket from the parent
 (``_core/proc.c``): a spawn request carries the worker's channel (a memfd)
@@ -95,15 +98,6 @@ zygote.main(int(sys.argv[1]), core)
 
 _REQUEST_SIZE = 8                # ('S', worker index): two C ints
 _FD_SIZE = 4                     # a descriptor in SCM_RIGHTS: a C int
-_PRELOAD_AFTER_IDLE_S = 0.05
-
-
-def _preload():
-    """What workers may need later, loaded once here."""
-    try:
-        import cloudpickle  # noqa: F401 - functions sent by value need it
-    except ImportError:
-        pass
 
 
 def _recv_request(ctl):
@@ -151,17 +145,8 @@ def main(ctl_fd, core):
     _signal.set_wakeup_fd(wake_w)
     _signal.signal(_signal.SIGCHLD, lambda *_: None)
     children = {}                # pid -> its channel's descriptor
-    preloaded = False
     while True:
-        # Preload once the first requests are served and none came for a
-        # while: it takes tens of ms, and a pool's first workers should not
-        # wait for it.
-        idle = None if preloaded or not children else _PRELOAD_AFTER_IDLE_S
-        readable, _, _ = select.select([ctl_fd, wake_r], [], [], idle)
-        if not readable:
-            _preload()
-            preloaded = True
-            continue
+        readable, _, _ = select.select([ctl_fd, wake_r], [], [])
         if wake_r in readable:
             while True:
                 try:
