@@ -464,6 +464,12 @@ int gf_chan_reserve(gf_chan *c, int dir, size_t len, int64_t spin_ns,
 
 void gf_chan_commit(gf_chan *c, int dir)
 {
+    gf_chan_commit_quiet(c, dir);
+    gf_event_notify(&view_of(c, dir)->r->ev, INT_MAX);
+}
+
+void gf_chan_commit_quiet(gf_chan *c, int dir)
+{
     struct chan_view *v = view_of(c, dir);
     chan_ring *r = v->r;
     /* Re-read what reserve wrote at tail: a pad marker (skip to 0) and the
@@ -477,7 +483,6 @@ void gf_chan_commit(gf_chan *c, int dir)
     }
     /* release: the consumer that acquires the new tail sees the record. */
     atomic_store_explicit(&r->tail, tail + rec_size(n), memory_order_release);
-    gf_event_notify(&r->ev, INT_MAX);
 }
 
 int gf_chan_send(gf_chan *c, int dir, const void *data, size_t len,

@@ -71,7 +71,8 @@ enum gf_chan_dir { GF_CHAN_DOWN = 0, GF_CHAN_UP = 1 };
  *                before it closes both rings
  *   exited       1 once exit_status is valid
  *   ticket       the last call number claimed, by the worker to run it or
- *                by the parent to take it back (one CAS decides) */
+ *                by the parent to take it back (one CAS decides)
+ *   sent         the last call number the parent has sent */
 typedef struct gf_chan_ctl {
     _Atomic uint32_t pid;
     _Atomic uint32_t exited;
@@ -79,6 +80,7 @@ typedef struct gf_chan_ctl {
     _Atomic uint64_t running;
     _Atomic int64_t started_ns;
     _Atomic uint64_t ticket;
+    _Atomic uint64_t sent;
 } gf_chan_ctl;
 
 typedef struct gf_chan gf_chan;  /* one process's mapping of a channel */
@@ -118,6 +120,12 @@ int gf_chan_reserve(gf_chan *c, int dir, size_t len, int64_t spin_ns,
                     int64_t timeout_ns, void **buf);
 /* Publish the reserved record; wakes a parked consumer. */
 void gf_chan_commit(gf_chan *c, int dir);
+/* Publish it without waking the consumer: it sees the record the next time
+ * it looks (or when a later commit wakes it).  For a producer that knows
+ * more records follow soon and wants one wake for the lot; it must not
+ * leave a consumer it needs asleep for good (the consumer's own timeouts,
+ * or a later gf_chan_commit, end the wait). */
+void gf_chan_commit_quiet(gf_chan *c, int dir);
 /* reserve + copy + commit. */
 int gf_chan_send(gf_chan *c, int dir, const void *data, size_t len,
                  int64_t spin_ns, int64_t timeout_ns);

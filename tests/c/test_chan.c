@@ -464,6 +464,46 @@ static void *wait_until_exited(void *arg)
     return NULL;
 }
 
+TEST(chan_commit_quiet_leaves_the_consumer_parked)
+{
+    gf_chan *c = chan_new(4096, NULL);
+    /* A quiet commit publishes without waking: the parked consumer finds
+     * the record only when its own wait ends. */
+    struct waiter quiet = {.c = c, .dir = GF_CHAN_DOWN, .timeout_ns = 300 * MS};
+    pthread_t t;
+    start_waiter(&t, &quiet);
+    void *buf;
+    ASSERT_OK(gf_chan_reserve(c, GF_CHAN_DOWN, 8, 0, 0, &buf));
+    memset(buf, 7, 8);
+    gf_chan_commit_quiet(c, GF_CHAN_DOWN);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    ASSERT_OK(atomic_load(&quiet.rc));
+    ASSERT(quiet.took >= 0.300);
+    gf_chan_release(c, GF_CHAN_DOWN);
+    /* A plain commit after quiet ones wakes it at once, and it sees them
+     * all. */
+    struct waiter loud = {.c = c, .dir = GF_CHAN_DOWN, .timeout_ns = LONG_WAIT};
+    start_waiter(&t, &loud);
+    ASSERT_OK(gf_chan_reserve(c, GF_CHAN_DOWN, 8, 0, 0, &buf));
+    memset(buf, 8, 8);
+    gf_chan_commit_quiet(c, GF_CHAN_DOWN);
+    ASSERT_OK(gf_chan_reserve(c, GF_CHAN_DOWN, 8, 0, 0, &buf));
+    memset(buf, 9, 8);
+    gf_chan_commit(c, GF_CHAN_DOWN);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    ASSERT_OK(atomic_load(&loud.rc));
+    ASSERT(loud.took < SLACK_S + 1.0);
+    const void *data;
+    size_t len;
+    for (int i = 8; i <= 9; i++) {
+        ASSERT_OK(gf_chan_peek(c, GF_CHAN_DOWN, 0, 0, &data, &len));
+        ASSERT_EQ(len, 8);
+        ASSERT_EQ(((const unsigned char *)data)[7], i);
+        gf_chan_release(c, GF_CHAN_DOWN);
+    }
+    gf_chan_unmap(c);
+}
+
 TEST(chan_poke_wakes_waiter)
 {
     gf_chan *c = chan_new(4096, NULL);

@@ -81,6 +81,7 @@
     X(chan_peek_twice_same_record)                                            \
     X(chan_close_drains_then_epipe)                                           \
     X(chan_close_wakes_parked_consumer_and_producer)                          \
+    X(chan_commit_quiet_leaves_the_consumer_parked)                           \
     X(chan_poke_wakes_waiter)                                                 \
     X(chan_peek_detects_scribbled_length)                                     \
     X(chan_map_rejects_non_channel)                                           \

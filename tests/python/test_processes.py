@@ -147,3 +147,25 @@ def test_a_worker_that_dies_holding_a_buffer_leaves_transfers_intact():
             data = bytearray([fill]) * (2 * MIB)
             out = ex.submit(tasks.echo_buffer, pickle.PickleBuffer(data)).result(timeout=60)
             assert _is_filled(out, 2 * MIB, fill)
+
+
+def test_a_short_call_before_a_long_one_is_answered_while_the_long_one_runs():
+    """Short calls are pipelined and their outcomes published without waking
+    the proxy while more are queued (proc_worker.c): the outcomes of the
+    ones before a long call must still arrive while it runs, and the short
+    calls queued behind it must be taken back and run on the other worker."""
+    import concurrent.futures
+
+    import gilfree
+
+    with gilfree.ProcessPoolExecutor(max_workers=2) as ex:
+        for _ in range(3):  # calls are short: the proxies pipeline them
+            [f.result(timeout=60) for f in [ex.submit(tasks.identity, i) for i in range(200)]]
+        before = [ex.submit(tasks.identity, i) for i in range(20)]
+        slow = ex.submit(tasks.sleep_then_return, 4.0, "slow")
+        after = [ex.submit(tasks.identity, i) for i in range(20)]
+        done, _ = concurrent.futures.wait(before + after, timeout=3.0)
+        assert not slow.done(), "the long call ended before the short ones were checked"
+        assert len(done) == 40, f"{40 - len(done)} short calls were held up by the long one"
+        assert [f.result() for f in before + after] == list(range(20)) * 2
+        assert slow.result(timeout=60) == "slow"

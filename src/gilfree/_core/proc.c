@@ -231,7 +231,7 @@ static void retire(pworker *pw)
 {
     msg_head h = {.type = MSG_EXIT};
     if (wire_send(pw->chan, GF_CHAN_DOWN, pw->sock, NULL, &h, NULL, 0, NULL, 0,
-                  NULL, 0, 0) != 0)
+                  NULL, 0, 0, true) != 0)
         kill_process(pw);
     (void)wait_exit(pw, EXIT_GRACE_NS);
     forget_process(pw);
@@ -292,7 +292,7 @@ static int send_init(pworker *pw)
     memcpy(p, core->init, (size_t)core->init_len);
     msg_head h = {.type = MSG_INIT, .seq = (uint64_t)pw->spin_ns};
     int err = wire_send(pw->chan, GF_CHAN_DOWN, pw->sock, NULL, &h, payload, len,
-                        NULL, 0, NULL, 0, 0);
+                        NULL, 0, NULL, 0, 0, true);
     free(payload);
     return err;
 }
@@ -484,7 +484,7 @@ static int send_call(pworker *pw, remote_call *rc, uint64_t seq)
     };
     return wire_send(pw->chan, GF_CHAN_DOWN, pw->sock, &pw->slabs, &h, rc->fn_data,
                      (size_t)h.fn_len, rc->data, (size_t)rc->len, bufs,
-                     rc->n_in_bufs, 0);
+                     rc->n_in_bufs, 0, true);
 }
 
 /* How long to sleep before looking again: until the call's deadline if it
@@ -638,6 +638,12 @@ static enum head_end wait_head(pworker *pw, gf_worker *w, inflight *q,
     int err = 0;
     for (;;) {
         int64_t wait_ns = next_wait(pw, rc, seq);
+        /* With calls queued behind the head, the process publishes
+         * outcomes without waking us (proc_worker.c): look every
+         * millisecond, so that a finished head is seen, and the revoke
+         * below can act, even if the call after it runs long. */
+        if (q->count >= 2 && wait_ns > REVOKE_AFTER_NS)
+            wait_ns = REVOKE_AFTER_NS;
         maybe_revoke(pw, w, q, &wait_ns);
         enum head_end cancel = handle_cancels(pw, w, q, &wait_ns);
         if (cancel == HEAD_TAKEN_BACK)
@@ -706,6 +712,10 @@ static int launch(pworker *pw, inflight *q, gf_task *t)
     }
     if (err)
         return -1;
+    /* release: a process that sees `sent` has the record (proc_worker.c:
+     * its outcomes wake us only when few calls are left). */
+    atomic_store_explicit(&gf_chan_control(pw->chan)->sent, seq,
+                          memory_order_release);
     int slot = (q->head + q->count) % PIPELINE_MAX;
     q->tasks[slot] = t;
     q->seqs[slot] = seq;

@@ -155,7 +155,8 @@ static void unplace(wire_slabs *t, const buf_ref *ref)
 
 int wire_send(gf_chan *c, int dir, int sock, wire_slabs *slabs, msg_head *h,
               const void *p1, size_t n1, const void *p2, size_t n2,
-              const remote_buffer *bufs, int nbufs, int64_t spin_ns)
+              const remote_buffer *bufs, int nbufs, int64_t spin_ns,
+              bool wake)
 {
     int fds[GF_FDS_MAX];
     buf_ref refs[GF_FDS_MAX];
@@ -223,7 +224,10 @@ int wire_send(gf_chan *c, int dir, int sock, wire_slabs *slabs, msg_head *h,
         if (n2)
             memcpy(p + n1, p2, n2);
     }
-    gf_chan_commit(c, dir);
+    if (wake)
+        gf_chan_commit(c, dir);
+    else
+        gf_chan_commit_quiet(c, dir);
     return 0;
 }
 

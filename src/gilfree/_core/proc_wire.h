@@ -36,7 +36,8 @@ typedef struct wire_msg {
 } wire_msg;
 
 /* Send h with payload p1 then p2 (either may be empty) and nbufs buffers
- * (only their addr and len are read).  The payload goes inline when it
+ * (only their addr and len are read), waking the receiver if `wake` (else
+ * it finds the record when it next looks: gf_chan_commit_quiet).  The payload goes inline when it
  * fits a record, else in a segment.  A buffer in a slab both sides map
  * goes as a reference; another goes into one of our slabs (`slabs`, which
  * may be NULL) if one is idle or can be made within the budget, else into
@@ -45,7 +46,8 @@ typedef struct wire_msg {
  * nfds, inline_len, nbufs and MSG_BODY_IN_SHM.  0 or a GF_E* code. */
 int wire_send(gf_chan *c, int dir, int sock, wire_slabs *slabs, msg_head *h,
               const void *p1, size_t n1, const void *p2, size_t n2,
-              const remote_buffer *bufs, int nbufs, int64_t spin_ns);
+              const remote_buffer *bufs, int nbufs, int64_t spin_ns,
+              bool wake);
 
 /* The next record of ring dir, its descriptors taken and mapped and its
  * buffers resolved (against `slabs`; NULL: a slab buffer is corrupt).  0

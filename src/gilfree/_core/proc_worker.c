@@ -29,7 +29,7 @@ static int send_text(gf_chan *c, int sock, uint32_t type, uint64_t seq,
     if (!text)
         text = "out of memory in a worker process";
     return wire_send(c, GF_CHAN_UP, sock, NULL, &h, text, strlen(text), NULL, 0,
-                     NULL, 0, 0);
+                     NULL, 0, 0, true);
 }
 
 /* The record's next length-prefixed piece, or NULL if it is cut short. */
@@ -94,6 +94,15 @@ done:
     return ns;
 }
 
+/* An outcome wakes the proxy only when at most this many calls it sent
+ * are left to run: with more queued, the proxy would wake to find the next
+ * outcome not ready yet and sleep again - a futex round trip per call,
+ * most of a short call's cost.  The outcome is published all the same,
+ * and a later one (the last calls always wake) wakes the proxy for the
+ * lot; the proxy also looks every millisecond while calls are queued
+ * (proc.c, wait_head). */
+#define WAKE_WHEN_LEFT 4
+
 /* Pin what the worker half returned - bytes, or (bytes, [buffers]) - and
  * send it up as call seq's outcome. */
 static int send_outcome(gf_chan *c, int sock, wire_slabs *slabs,
@@ -124,9 +133,14 @@ static int send_outcome(gf_chan *c, int sock, wire_slabs *slabs,
     }
     if (pinned == n) {
         msg_head h = {.type = MSG_RESULT, .seq = seq};
+        /* acquire: pairs with the proxy's release of `sent` (launch). */
+        uint64_t sent = atomic_load_explicit(&gf_chan_control(c)->sent,
+                                             memory_order_acquire);
+        bool wake = sent <= seq + WAKE_WHEN_LEFT;
         Py_BEGIN_ALLOW_THREADS
         err = wire_send(c, GF_CHAN_UP, sock, slabs, &h, PyBytes_AS_STRING(body),
-                        (size_t)PyBytes_GET_SIZE(body), NULL, 0, bufs, n, 0);
+                        (size_t)PyBytes_GET_SIZE(body), NULL, 0, bufs, n, 0,
+                        wake);
         Py_END_ALLOW_THREADS
     }
     for (int i = 0; i < pinned; i++)
