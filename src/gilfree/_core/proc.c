@@ -291,8 +291,8 @@ static int send_init(pworker *pw)
     p += 4 + source_len;
     memcpy(p, core->init, (size_t)core->init_len);
     msg_head h = {.type = MSG_INIT, .seq = (uint64_t)pw->spin_ns};
-    int err = wire_send(pw->chan, GF_CHAN_DOWN, pw->sock, NULL, &h, payload, len,
-                        NULL, 0, NULL, 0, 0, true);
+    int err = wire_send(pw->chan, GF_CHAN_DOWN, pw->sock, NULL, &h, payload,
+                        len, NULL, 0, NULL, 0, 0, true);
     free(payload);
     return err;
 }
@@ -334,8 +334,8 @@ static int spawn(pworker *pw, char **why)
     pw->pidfd = pidfd_open_(pw->pid);
     wire_msg m;
     do {
-        err = wire_recv(pw->chan, GF_CHAN_UP, pw->sock, NULL, 0, LIVENESS_POLL_NS,
-                        &m);
+        err = wire_recv(pw->chan, GF_CHAN_UP, pw->sock, NULL, 0,
+                        LIVENESS_POLL_NS, &m);
     } while ((err == GF_ETIMEDOUT || err == GF_EINTR) && !process_gone(pw));
     if (!err && m.head.type == MSG_READY) {
         wire_done(pw->chan, GF_CHAN_UP, &m);
@@ -482,9 +482,9 @@ static int send_call(pworker *pw, remote_call *rc, uint64_t seq)
         .seq = seq,
         .fn_len = (uint64_t)(rc->kind == KIND_CHUNK ? 0 : rc->fn_len),
     };
-    return wire_send(pw->chan, GF_CHAN_DOWN, pw->sock, &pw->slabs, &h, rc->fn_data,
-                     (size_t)h.fn_len, rc->data, (size_t)rc->len, bufs,
-                     rc->n_in_bufs, 0, true);
+    return wire_send(pw->chan, GF_CHAN_DOWN, pw->sock, &pw->slabs, &h,
+                     rc->fn_data, (size_t)h.fn_len, rc->data, (size_t)rc->len,
+                     bufs, rc->n_in_bufs, 0, true);
 }
 
 /* How long to sleep before looking again: until the call's deadline if it
@@ -601,7 +601,8 @@ static enum head_end handle_cancels(pworker *pw, gf_worker *w, inflight *q,
 {
     int any = 0;
     for (int i = 0; i < q->count && !any; i++)
-        any = gf_foreign_cancelled(&gf_remote_call_of(inflight_at(q, i))->base);
+        any = gf_foreign_cancelled(
+            &gf_remote_call_of(inflight_at(q, i))->base);
     if (!any)
         return HEAD_ANSWERED;
     gf_chan_ctl *ctl = gf_chan_control(pw->chan);
@@ -654,8 +655,8 @@ static enum head_end wait_head(pworker *pw, gf_worker *w, inflight *q,
             return wait_ns == 0 ? HEAD_TIMED_OUT : HEAD_CANCELLED;
         }
         wire_msg m;
-        err = wire_recv(pw->chan, GF_CHAN_UP, pw->sock, &pw->slabs, pw->spin_ns, wait_ns,
-                        &m);
+        err = wire_recv(pw->chan, GF_CHAN_UP, pw->sock, &pw->slabs,
+                        pw->spin_ns, wait_ns, &m);
         if (!err) {
             int ours = (m.head.type == MSG_RESULT
                         || m.head.type == MSG_FAILED) && m.head.seq == seq;

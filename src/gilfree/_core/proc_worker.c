@@ -28,8 +28,8 @@ static int send_text(gf_chan *c, int sock, uint32_t type, uint64_t seq,
     msg_head h = {.type = type, .seq = seq};
     if (!text)
         text = "out of memory in a worker process";
-    return wire_send(c, GF_CHAN_UP, sock, NULL, &h, text, strlen(text), NULL, 0,
-                     NULL, 0, 0, true);
+    return wire_send(c, GF_CHAN_UP, sock, NULL, &h, text, strlen(text), NULL,
+                     0, NULL, 0, 0, true);
 }
 
 /* The record's next length-prefixed piece, or NULL if it is cut short. */
