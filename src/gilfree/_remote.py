@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
+from ._executor import MapMixin
+
 _T = TypeVar("_T")
 
 _SUBINTERP_REFUSED = "does not support loading in subinterpreters"
@@ -96,7 +98,7 @@ def _main_file() -> str | None:
     return os.path.abspath(path) if isinstance(path, str) else None
 
 
-class RemoteMapMixin:
+class RemoteMapMixin(MapMixin):
     """``map`` and the ``_map`` family for a ``_core.RemoteExecutor``."""
 
     # From _core.RemoteExecutor: _max_workers, _shutdown, and
@@ -104,30 +106,6 @@ class RemoteMapMixin:
     _max_workers: int
     _shutdown: bool
     _submit_chunk: Callable[..., concurrent.futures.Future]
-
-    def map(  # type: ignore[override]
-        self,
-        fn: Callable[..., _T],
-        *iterables: Iterable[Any],
-        timeout: float | None = None,
-        chunksize: int = 1,
-    ) -> Iterator[_T]:
-        """Like :func:`map`, with the calls running in the workers.
-
-        The inputs are taken at once and sent in chunks (one pickle per
-        chunk); results come back in order, and the exception of a failed
-        call is raised when the iterator reaches it. ``chunksize`` above 1
-        fixes the chunk size; otherwise each worker gets about four chunks.
-        """
-        if chunksize < 1:
-            raise ValueError("chunksize must be >= 1.")
-        if len(iterables) == 1:
-            items: Iterable[Any] = iterables[0]
-            star = False
-        else:
-            items, star = zip(*iterables), True
-        return self._map(fn, items, chunksize=chunksize if chunksize > 1 else 0,
-                         star=star, timeout=timeout)
 
     def _map(self, fn: Callable[..., Any], items: Iterable[Any], *, chunksize: int = 0,
              ordered: bool = True, star: bool = False, timeout: float | None = None,

@@ -468,21 +468,27 @@ void gf_chan_commit(gf_chan *c, int dir)
     gf_event_notify(&view_of(c, dir)->r->ev, INT_MAX);
 }
 
+/* The position after the record at pos: a pad marker there means the
+ * record starts at offset 0 (reserve wrote it, peek stepped over it). */
+static uint64_t record_end(gf_chan *c, struct chan_view *v, uint64_t pos)
+{
+    uint64_t off = offset_of(c, pos);
+    uint32_t n = get32(v->bytes + off);
+    if (n == GF_CHAN_PAD) {
+        pos += c->mask + 1 - off;
+        n = get32(v->bytes);
+    }
+    return pos + rec_size(n);
+}
+
 void gf_chan_commit_quiet(gf_chan *c, int dir)
 {
     struct chan_view *v = view_of(c, dir);
     chan_ring *r = v->r;
-    /* Re-read what reserve wrote at tail: a pad marker (skip to 0) and the
-     * record's length. */
     uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
-    uint64_t off = offset_of(c, tail);
-    uint32_t n = get32(v->bytes + off);
-    if (n == GF_CHAN_PAD) {
-        tail += c->mask + 1 - off;
-        n = get32(v->bytes);
-    }
     /* release: the consumer that acquires the new tail sees the record. */
-    atomic_store_explicit(&r->tail, tail + rec_size(n), memory_order_release);
+    atomic_store_explicit(&r->tail, record_end(c, v, tail),
+                          memory_order_release);
 }
 
 int gf_chan_send(gf_chan *c, int dir, const void *data, size_t len,
@@ -511,17 +517,11 @@ void gf_chan_release(gf_chan *c, int dir)
 {
     struct chan_view *v = view_of(c, dir);
     chan_ring *r = v->r;
-    /* The record peek returned: step over a pad marker as it did. */
     uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
-    uint64_t off = offset_of(c, head);
-    uint32_t n = get32(v->bytes + off);
-    if (n == GF_CHAN_PAD) {
-        head += c->mask + 1 - off;
-        n = get32(v->bytes);
-    }
     /* release: our reads of the record happen before a producer that
      * acquires this head overwrites it. */
-    atomic_store_explicit(&r->head, head + rec_size(n), memory_order_release);
+    atomic_store_explicit(&r->head, record_end(c, v, head),
+                          memory_order_release);
     gf_event_notify(&r->ev, INT_MAX);
 }
 

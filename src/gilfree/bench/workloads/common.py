@@ -91,3 +91,20 @@ def countdown_iterations(cfg: Any) -> int:
     n = calibrate(countdown, cfg.call_seconds, start=10_000)
     cfg.log(f"       calibrated: countdown n = {fmt_n(n)} (≈{cfg.call_seconds:g} s per call)")
     return n
+
+
+class CountdownCalls:
+    """For the workloads that run seed 001's countdown once per worker: n,
+    calibrated the first time it is asked for (``_n`` stays None until
+    then, for the notes)."""
+
+    cfg: Any
+    _n: Any = None
+
+    def _countdown_calls(self, workers: int) -> Tuple[Callable[[int], None], List[int], List[int]]:
+        """(countdown, the arguments of a timed run, those of the warm-up):
+        one call per worker, the warm-up's 50 times shorter."""
+        if self._n is None:
+            self._n = countdown_iterations(self.cfg)
+        n = self._n
+        return probe.gilfree("demo").countdown, [n] * workers, [max(1, n // 50)] * workers

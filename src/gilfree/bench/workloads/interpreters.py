@@ -23,7 +23,7 @@ from .. import probe
 from ..case import GILFREE, SERIAL, STDLIB, Case, Timed, per_item_at_most, speedup_at_least
 from ..timing import fmt_n
 from .base import Workload
-from .common import countdown_iterations, plural
+from .common import CountdownCalls, plural
 
 COUNTDOWN_TARGET = 1.8      # × serial, on 2 workers (issue 3)
 SUBMIT_ALL_TARGET = 3e-6    # s per task
@@ -59,7 +59,7 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-class Interpreters(Workload):
+class Interpreters(CountdownCalls, Workload):
     name = "interpreters"
     title = "interpreters"
     about = ("the interpreters backend (sub-interpreters with their own GIL): countdown "
@@ -67,7 +67,6 @@ class Interpreters(Workload):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self._n = None
         self._rss_per_worker = None
 
     def unsupported(self):
@@ -76,11 +75,6 @@ class Interpreters(Workload):
         v = sys.version_info
         return (f"not on Python {v.major}.{v.minor}.{v.micro} "
                 f"(3.12.4+ or 3.13: see gilfree._interpreters.unavailable_reason())")
-
-    def _countdown_n(self) -> int:
-        if self._n is None:
-            self._n = countdown_iterations(self.cfg)
-        return self._n
 
     def cases(self) -> List[Case]:
         w = self.cfg.workers
@@ -92,9 +86,7 @@ class Interpreters(Workload):
         def countdown_setup(parallel: bool, threads: bool = False, processes: bool = False):
             @contextmanager
             def setup():
-                countdown = probe.gilfree("demo").countdown
-                args = [self._countdown_n()] * w
-                warm = [max(1, args[0] // 50)] * w
+                countdown, args, warm = self._countdown_calls(w)
                 if not parallel:
                     yield Timed(run=lambda: [countdown(a) for a in args])
                     return

@@ -45,7 +45,7 @@ from ..case import (GILFREE, PEER, SERIAL, STDLIB, Case, Result, Target, Timed, 
                     per_item_at_most, speedup_at_least)
 from ..timing import fmt_n
 from .base import Workload
-from .common import countdown_iterations, plural
+from .common import CountdownCalls, plural
 from .dispatch import _importable_env
 
 # Issue 4's targets (on 2 cores).
@@ -530,21 +530,12 @@ class _Processes(Workload):
         return out
 
 
-class ProcessesCountdown(_Processes):
+class ProcessesCountdown(CountdownCalls, _Processes):
     name = "processes-countdown"
     title = "processes countdown"
     group = "processes: countdown (pure Python)"
     about = ("seed 001's countdown on the processes backend: pure Python in parallel, "
              "against the stdlib ProcessPoolExecutor")
-
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        self._n = None
-
-    def _iterations(self) -> int:
-        if self._n is None:
-            self._n = countdown_iterations(self.cfg)
-        return self._n
 
     def rows(self) -> List[Case]:
         w = self.w
@@ -552,9 +543,7 @@ class ProcessesCountdown(_Processes):
         def setup(open_pool, run):
             @contextmanager
             def s():
-                countdown = probe.gilfree("demo").countdown
-                n = self._iterations()
-                args, warm = [n] * w, [max(1, n // 50)] * w
+                countdown, args, warm = self._countdown_calls(w)
                 with open_pool() as pool:
                     yield Timed(run=lambda: run(pool, countdown, args),
                                 warm=lambda: run(pool, countdown, warm))

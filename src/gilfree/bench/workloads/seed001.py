@@ -12,36 +12,23 @@ from __future__ import annotations
 
 from typing import List
 
-from .. import probe
 from ..case import GILFREE, SERIAL, STDLIB, Case
 from ..timing import fmt_n
 from .base import Workload
-from .common import (GILFREE_POOL, GILFREE_TPE, SERIAL_RUN, STDLIB_TPE, calls_setup,
-                     countdown_iterations, label)
+from .common import (GILFREE_POOL, GILFREE_TPE, SERIAL_RUN, STDLIB_TPE, CountdownCalls,
+                     calls_setup, label)
 
 GROUP = "seed 001: countdown (pure Python)"
 
 
-class Seed001(Workload):
+class Seed001(CountdownCalls, Workload):
     name = "seed001"
     title = "seed 001"
     about = ("countdown(n), seed 001's pure-Python loop: on threads it stays ≈1× "
              "(or worse) because bytecode holds the GIL")
 
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        self._n = None
-
-    def _iterations(self) -> int:
-        if self._n is None:
-            self._n = countdown_iterations(self.cfg)
-        return self._n
-
     def _prepare(self):
-        countdown = probe.gilfree("demo").countdown
-        n = self._iterations()
-        w = self.cfg.workers
-        return countdown, [n] * w, [max(1, n // 50)] * w
+        return self._countdown_calls(self.cfg.workers)
 
     def cases(self) -> List[Case]:
         w = self.cfg.workers
