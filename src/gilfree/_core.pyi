@@ -107,6 +107,7 @@ class RemoteExecutor:
         source: bytes,
         max_tasks_per_child: int = 0,
         kill_on_cancel: bool = False,
+        zygote_fd: int = -1,
     ) -> RemoteExecutor: ...
     def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Any: ...
     def _submit_timeout(self, timeout: float | None, fn: Callable[..., _T], /,

@@ -53,9 +53,10 @@ int gf_slab_map(int fd, gf_slab **out);
 /* The owner's descriptor, to send to the peer; -1 on a mapped one (or
  * once taken). */
 int gf_slab_fd(const gf_slab *s);
-/* Take the descriptor over (the caller closes it): once the peer has
- * mapped the slab, nobody needs it, and an open one would outlive the
- * connection for as long as some view keeps the mapping. */
+/* Take the descriptor over (the caller closes it); -1 if it was taken
+ * before (or the slab is a peer's).  Once the peer has mapped the slab
+ * nobody needs it, and an open one would outlive the connection for as
+ * long as some view keeps the mapping. */
 int gf_slab_take_fd(gf_slab *s);
 void *gf_slab_data(const gf_slab *s);
 size_t gf_slab_cap(const gf_slab *s);

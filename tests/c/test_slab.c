@@ -80,6 +80,7 @@ TEST(slab_take_fd_hands_the_descriptor_over)
     int fd = gf_slab_take_fd(s);
     ASSERT_GE(fd, 0);
     ASSERT_EQ(gf_slab_fd(s), -1);
+    ASSERT_EQ(gf_slab_take_fd(s), -1);      /* once only */
     ASSERT_OK(gf_slab_map(fd, &peer));
     close(fd);
     ((char *)gf_slab_data(s))[7] = 42;

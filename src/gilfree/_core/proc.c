@@ -599,6 +599,8 @@ static void maybe_revoke(pworker *pw, gf_worker *w, inflight *q,
 static enum head_end handle_cancels(pworker *pw, gf_worker *w, inflight *q,
                                     int64_t *wait_ns)
 {
+    if (!pw->core->kill_on_cancel)
+        return HEAD_ANSWERED;  /* claimed calls cannot be cancelled here */
     int any = 0;
     for (int i = 0; i < q->count && !any; i++)
         any = gf_foreign_cancelled(

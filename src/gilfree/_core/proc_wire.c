@@ -36,7 +36,6 @@ static void drop_own(wire_slabs *t, int k)
                               memory_order_relaxed);
     gf_slab_unref(t->own[k]);
     t->own[k] = NULL;
-    t->own_sent[k] = 0;
 }
 
 void wire_slabs_reset(wire_slabs *t)
@@ -127,14 +126,14 @@ static int place_buffer(wire_slabs *t, const remote_buffer *b, buf_ref *ref,
         } else {
             gf_copy_big(gf_slab_data(s), b->addr, b->len);
         }
-        if (!t->own_sent[k])
-            *fd = gf_slab_take_fd(s);  /* the send closes it */
+        /* The descriptor travels once, with the slab's first buffer; the
+         * send closes it (if the send fails the connection is over). */
+        *fd = gf_slab_take_fd(s);
         /* The record's commit publishes the data (and this hold) to the
          * peer. */
         gf_slab_hold(s);
-        ref->kind = t->own_sent[k] ? BUF_SLAB : BUF_SLAB_NEW;
+        ref->kind = *fd >= 0 ? BUF_SLAB_NEW : BUF_SLAB;
         ref->slab = (uint32_t)k;
-        t->own_sent[k] = 1;  /* on failure the connection is over anyway */
         return 0;
     }
     ref->kind = BUF_SEGMENT;

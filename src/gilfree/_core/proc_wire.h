@@ -15,7 +15,6 @@
 
 typedef struct wire_slabs {
     struct gf_slab *own[WIRE_SLABS];
-    unsigned char own_sent[WIRE_SLABS];  /* the peer has its descriptor */
     struct gf_slab *peer[WIRE_SLABS];
 } wire_slabs;
 
