@@ -26,11 +26,11 @@ if HERE not in sys.path:
 
 from support import (  # noqa: E402
     LEAK_GRACE_S,
+    describe_thread,
     fd_target,
     leakable_threads,
     open_fds,
     subprocess_env,
-    thread_comm,
     wait_until,
 )
 
@@ -61,8 +61,8 @@ def no_thread_leak():
     yield
     extra = _leftovers(leakable_threads, before)
     if extra:
-        names = sorted(f"{tid}:{thread_comm(tid)}" for tid in extra)
-        pytest.fail(f"threads leaked by this test (still alive {LEAK_GRACE_S}s after it): {names}")
+        names = "\n".join(describe_thread(tid) for tid in sorted(extra))
+        pytest.fail(f"threads leaked by this test (still alive {LEAK_GRACE_S}s after it):\n{names}")
 
 
 @pytest.fixture(autouse=True)

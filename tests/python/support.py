@@ -41,6 +41,50 @@ def thread_comm(tid):
         return "<gone>"
 
 
+def describe_thread(tid):
+    """What a leaked thread is: OS name, state, wait channel and, for a Python
+    thread, its name and stack. Enough to tell who started it."""
+    import sys
+    import threading
+    import traceback
+
+    def proc(entry):
+        try:
+            with open(f"/proc/self/task/{tid}/{entry}") as f:
+                return f.read().strip()
+        except OSError:
+            return "?"
+
+    state = proc("stat").rpartition(")")[2].split()[:1]
+    text = f"{tid}:{thread_comm(tid)} (state {''.join(state) or '?'}, wchan {proc('wchan')})"
+    for thread in threading.enumerate():
+        if str(thread.native_id) == tid:
+            frame = sys._current_frames().get(thread.ident)
+            stack = "".join(traceback.format_stack(frame)) if frame else ""
+            return text + f" Python thread {thread.name!r}, target {getattr(thread, '_target', None)!r}\n{stack}"
+    return text + " not a Python thread; C stack:\n" + c_stack(tid)
+
+
+def c_stack(tid):
+    """The C stack of thread ``tid`` of this process, from gdb where there is one."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("gdb"):
+        return "(no gdb to show it)"
+    try:
+        out = subprocess.run(
+            ["gdb", "-p", str(os.getpid()), "-batch", "-nx",
+             "-ex", "set pagination off", "-ex", "thread apply all bt 20"],
+            capture_output=True, text=True, timeout=60,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"(gdb failed: {e})"
+    # gdb names threads "Thread 0x... (LWP <tid>)"; keep that one's block.
+    blocks = out.split("\nThread ")
+    return next((b for b in blocks if f"(LWP {tid})" in b), "(gdb did not list it)")
+
+
 def open_fds():
     return set(os.listdir("/proc/self/fd"))
 
