@@ -49,8 +49,8 @@ int gf_completion_wait(gf_completion *c, int64_t timeout_ns, bool shared)
         return 0;
     if (timeout_ns == 0)    /* a poll: no spinning, no sleeping */
         return GF_ETIMEDOUT;
-    /* The deadline counts the spin too: callers ask for wall time. */
-    int64_t deadline = timeout_ns > 0 ? gf_now_ns() + timeout_ns : -1;
+    /* The timeout counts the spin too: callers ask for wall time. */
+    int64_t start = gf_now_ns();
     for (int i = 0; i < GF_COMPLETION_SPIN; i++) {
         gf_cpu_relax();
         if (gf_completion_is_done(c))
@@ -61,7 +61,14 @@ int gf_completion_wait(gf_completion *c, int64_t timeout_ns, bool shared)
         if (gf_completion_is_done(c))
             return 0;
     }
+    if (timeout_ns > 0 && (timeout_ns -= gf_now_ns() - start) <= 0)
+        return GF_ETIMEDOUT;
+    return gf_completion_sleep(c, timeout_ns, shared);
+}
 
+int gf_completion_sleep(gf_completion *c, int64_t timeout_ns, bool shared)
+{
+    int64_t deadline = timeout_ns >= 0 ? gf_now_ns() + timeout_ns : -1;
     for (;;) {
         uint32_t s = GF_COMPLETION_PENDING;
         /* Announce a sleeper.  acquire on failure: the value we fail on may

@@ -47,4 +47,9 @@ void gf_completion_complete(gf_completion *c, bool shared);
  * the caller handles it and calls again with the time left). */
 int gf_completion_wait(gf_completion *c, int64_t timeout_ns, bool shared);
 
+/* The sleep of gf_completion_wait without its spin, same arguments and
+ * results, for a caller that spins its own way and has something to do
+ * between spinning and sleeping (a Python caller checks for signals). */
+int gf_completion_sleep(gf_completion *c, int64_t timeout_ns, bool shared);
+
 #endif /* GF_COMPLETION_H */

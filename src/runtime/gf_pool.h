@@ -153,6 +153,9 @@ int gf_range_start(gf_pool *p, gf_range_fn fn, void *arg, int64_t begin,
                    int64_t end, int64_t grain, gf_range_job **out);
 /* 0 when every started chunk has finished, GF_ETIMEDOUT, GF_EINTR. */
 int gf_range_wait(gf_range_job *job, int64_t timeout_ns);
+/* What gf_range_wait waits on, for a caller that waits its own way
+ * (gf_completion_sleep): done when every started chunk has finished. */
+struct gf_completion *gf_range_finished(gf_range_job *job);
 /* Chunks not yet claimed will not start; wait is still required. */
 void gf_range_cancel(gf_range_job *job);
 /* Number of indices whose chunk ran (== end - begin unless cancelled). */

@@ -111,6 +111,11 @@ int gf_range_wait(gf_range_job *job, int64_t timeout_ns)
     return gf_completion_wait(&job->finished, timeout_ns, false);
 }
 
+gf_completion *gf_range_finished(gf_range_job *job)
+{
+    return &job->finished;
+}
+
 void gf_range_cancel(gf_range_job *job)
 {
     atomic_store_explicit(&job->cancelled, true, memory_order_relaxed);

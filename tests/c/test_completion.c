@@ -40,6 +40,38 @@ TEST(completion_wait_times_out)
     ASSERT_OK(gf_completion_wait(&c, 0, false));
 }
 
+/* gf_completion_sleep: the same contract without the spin. */
+static void *sleeper(void *arg)
+{
+    ASSERT_OK(gf_completion_sleep(arg, -1, false));
+    return NULL;
+}
+
+TEST(completion_sleep_without_spin)
+{
+    gf_completion c = GF_COMPLETION_INIT;
+    ASSERT_RC(gf_completion_sleep(&c, 0, false), GF_ETIMEDOUT);
+    double t0 = gf_test_now();
+    ASSERT_RC(gf_completion_sleep(&c, 30 * MS, false), GF_ETIMEDOUT);
+    double took = gf_test_now() - t0;
+    ASSERT(took >= 0.030 && took < 0.030 + SLACK_S);
+
+    /* A sleeper on a fresh word announces itself without spinning first,
+     * then wakes at complete(). */
+    gf_completion_init(&c);
+    pthread_t th;
+    ASSERT_EQ(pthread_create(&th, NULL, sleeper, &c), 0);
+    t0 = gf_test_now();
+    while (atomic_load(&c.state) != GF_COMPLETION_SLEEPERS) {
+        ASSERT(gf_test_now() - t0 < 5.0);
+        gf_test_sleep_ms(1);
+    }
+    gf_completion_complete(&c, false);
+    ASSERT_EQ(pthread_join(th, NULL), 0);
+    ASSERT_OK(gf_completion_sleep(&c, 0, false));
+    ASSERT_OK(gf_completion_sleep(&c, -1, false));
+}
+
 static void *waiter(void *arg)
 {
     ASSERT_OK(gf_completion_wait(arg, -1, false));

@@ -18,6 +18,7 @@
     X(park_no_lost_wakeup)                                                    \
     X(completion_done_returns_at_once)                                        \
     X(completion_wait_times_out)                                              \
+    X(completion_sleep_without_spin)                                          \
     X(completion_many_waiters_wake)                                           \
     X(completion_publishes_data)                                              \
     X(completion_across_processes)                                            \

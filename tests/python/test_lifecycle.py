@@ -145,6 +145,47 @@ class LifecycleBehaviour(SubprocessCase):
         """))
         self.check(proc, "interrupted", "target 42", "again 16", "clean")
 
+    @requires("ctrl_c_at_once")
+    def test_ctrl_c_as_the_wait_starts(self, run_python):
+        # The signal lands while result() may still spin before it sleeps:
+        # its C handler then runs on a thread that is not asleep, and a
+        # wait that goes to sleep without looking held Ctrl-C until the
+        # result came (most of these trials, before the fix).  The presser
+        # holds the GIL until it presses, so it presses after result() has
+        # let the GIL go: 0 to 1.5 ms into the wait.
+        proc = run_python(self.script("""
+            import _thread
+            pool = POOL(1)
+            late = []
+            for trial in range(30):
+                gate, go = threading.Event(), _thread.allocate_lock()
+                go.acquire()
+                def press(delay=trial * 50e-6):
+                    go.acquire()
+                    end = time.perf_counter() + delay
+                    while time.perf_counter() < end:
+                        pass
+                    os.kill(os.getpid(), signal.SIGINT)
+                presser = threading.Thread(target=press)
+                presser.start()
+                blocker = pool.submit(tasks.wait_event, gate, "blocker")
+                since = time.monotonic()
+                try:
+                    go.release()
+                    blocker.result(timeout=5)
+                    late.append((trial, "not interrupted"))
+                except KeyboardInterrupt:
+                    if time.monotonic() - since > 2:
+                        late.append((trial, f"{time.monotonic() - since:.1f}s"))
+                presser.join()
+                gate.set()
+                assert blocker.result(timeout=15) == "blocker"
+            print("late", late)
+            pool.shutdown(wait=True)
+            print("clean")
+        """))
+        self.check(proc, "late []", "clean")
+
     def test_ctrl_c_while_blocked_in_map(self, run_python):
         proc = run_python(self.script("""
             pool = POOL(1)

@@ -436,11 +436,13 @@ static PyObject *shutdown_all(PyObject *module, PyObject *unused)
 /* os.register_at_fork(after_in_child=...): the workers do not exist in
  * the child.  Every task that was queued or running fails with
  * BrokenThreadPool instead of hanging, and each pool starts new workers
- * on demand. */
+ * on demand.  The thread that forked is the child's main thread. */
 static PyObject *after_fork_child(PyObject *module, PyObject *unused)
 {
     (void)unused;
     module_state *st = state_of_module(module);
+    if (st->signal_thread)
+        st->signal_thread = PyThread_get_thread_ident();
     PyObject *exc = PyObject_CallFunction(
         st->broken_thread_pool, "s",
         "this task was queued or running in the parent when the process "

@@ -44,6 +44,24 @@ static PyObject *make_timeout_error(void)
     return type;
 }
 
+/* threading.main_thread().ident in the main interpreter, the only thread
+ * that runs signal handlers (see wait.c); 0 in a sub-interpreter. */
+static int find_signal_thread(module_state *st)
+{
+    st->signal_thread = 0;
+    if (PyInterpreterState_Get() != PyInterpreterState_Main())
+        return 0;
+    PyObject *main_thread = import_attr("threading", "main_thread");
+    PyObject *thread = main_thread ? PyObject_CallNoArgs(main_thread) : NULL;
+    PyObject *ident = thread ? PyObject_GetAttrString(thread, "ident") : NULL;
+    if (ident)
+        st->signal_thread = PyLong_AsUnsignedLong(ident);
+    Py_XDECREF(main_thread);
+    Py_XDECREF(thread);
+    Py_XDECREF(ident);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
 /* The stdlib's futures vocabulary, which futures and executors need:
  * concurrent.futures (and logging with it) and multiprocessing, about 30 ms
  * to import.  A worker process of the processes backend needs none of it
@@ -59,7 +77,8 @@ static int import_vocabulary(PyObject *module, module_state *st)
                                                   "BrokenThreadPool"))
         || !(st->cf_logger = import_attr("concurrent.futures._base", "LOGGER"))
         || !(st->rlock_type = import_attr("_thread", "RLock"))
-        || !(st->mp_timeout_error = make_timeout_error()))
+        || !(st->mp_timeout_error = make_timeout_error())
+        || find_signal_thread(st) < 0)
         return -1;
     /* After broken_thread_pool: BrokenInterpreterPool subclasses it. */
     if (gf_interp_register(module, st) < 0)

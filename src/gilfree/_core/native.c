@@ -175,7 +175,6 @@ static PyObject *buffer_address(PyObject *module, PyObject *obj)
 static PyObject *native_parallel_for(PyObject *module, PyObject *const *args,
                                      Py_ssize_t nargs)
 {
-    (void)module;
     if (nargs != 4)
         return PyErr_Format(PyExc_TypeError, "expected 4 arguments");
     gf_range_fn fn = (gf_range_fn)as_pointer(args[0], "func", 0);
@@ -204,23 +203,17 @@ static PyObject *native_parallel_for(PyObject *module, PyObject *const *args,
     int rc = gf_range_start(pool, fn, arg, 0, n, chunk, &job);
     if (rc != 0)
         return gf_raise(rc, "starting parallel_for");
-    int interrupted = 0;
-    do {
+    int interrupted = gf_wait_completion(state_of_module(module),
+                                         gf_range_finished(job), -1.0) < 0;
+    if (interrupted) {
+        /* Stop handing out chunks; the ones running must finish before
+         * their memory may be released. */
+        gf_range_cancel(job);
         Py_BEGIN_ALLOW_THREADS
-        rc = gf_range_wait(job, -1);
+        while (gf_range_wait(job, -1) == GF_EINTR)
+            ;
         Py_END_ALLOW_THREADS
-        if (rc == GF_EINTR && PyErr_CheckSignals() < 0) {
-            /* Stop handing out chunks; the ones running must finish
-             * before their memory may be released. */
-            interrupted = 1;
-            gf_range_cancel(job);
-            Py_BEGIN_ALLOW_THREADS
-            while (gf_range_wait(job, -1) == GF_EINTR)
-                ;
-            Py_END_ALLOW_THREADS
-            rc = 0;
-        }
-    } while (rc == GF_EINTR);
+    }
     gf_range_free(job);
     if (interrupted)
         return NULL;

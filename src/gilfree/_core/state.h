@@ -53,6 +53,9 @@ typedef struct module_state {
     /* The one-worker core that finishes foreign futures someone waits on. */
     struct executor_core *bridge;
     unsigned fork_generation;        /* bumped in a forked child */
+    /* The thread that runs Python's signal handlers (the main thread) in
+     * the main interpreter, 0 elsewhere: see wait.c. */
+    unsigned long signal_thread;
 
     struct gf_core_life *cores;      /* every live executor core (life.h) */
 
@@ -97,8 +100,8 @@ char *gf_exception_text(const char *prefix);
 
 /* The CPython recipe for a blocking wait on a completion: try without
  * releasing the GIL, then release it, spin briefly, sleep, wake on signals
- * and run their handlers, recompute the time left from a monotonic
- * deadline.  timeout < 0: none.  Returns 0 (done), 1 (timed out), or -1
+ * and run their handlers (also those of a signal that came during the
+ * spin), recompute the time left from a monotonic deadline.  timeout < 0: none.  Returns 0 (done), 1 (timed out), or -1
  * with an exception set (a signal handler raised). */
 int gf_wait_completion(module_state *st, gf_completion *c, double timeout);
 

@@ -19,6 +19,29 @@ static int spin(gf_completion *c, int64_t limit_ns)
     return 1;
 }
 
+/* Python runs signal handlers in one thread: the main thread of the main
+ * interpreter (st->signal_thread; 0 in a sub-interpreter).  A signal that
+ * comes while that thread spins with the GIL released only runs the C
+ * handler, which sets a flag: nothing would interrupt the sleep that
+ * follows, and Ctrl-C would wait for the result.  So between its spin and
+ * its sleep that thread takes the GIL back and looks at the flag (one GIL
+ * round trip, on a wait that outlived the spin anyway); a signal after
+ * the look interrupts the sleep itself (EINTR).  Other threads go from
+ * spin to sleep without the GIL. */
+static int handles_signals(module_state *st)
+{
+    return st->signal_thread != 0
+           && st->signal_thread == PyThread_get_thread_ident();
+}
+
+static int sleep_until(gf_completion *c, int64_t deadline)
+{
+    int64_t left = deadline >= 0 ? deadline - gf_now_ns() : -1;
+    if (deadline >= 0 && left <= 0)
+        return GF_ETIMEDOUT;
+    return gf_completion_sleep(c, left, false);
+}
+
 int gf_wait_completion(module_state *st, gf_completion *c, double timeout)
 {
     if (gf_completion_is_done(c))
@@ -27,12 +50,13 @@ int gf_wait_completion(module_state *st, gf_completion *c, double timeout)
         return 1;
     int64_t deadline = timeout < 0 ? -1
                                    : gf_now_ns() + (int64_t)(timeout * 1e9);
+    int back_for_signals = handles_signals(st);
     int spun = 0;
     for (;;) {
         int64_t left = -1;
         if (deadline >= 0 && (left = deadline - gf_now_ns()) <= 0)
             return 1;
-        int rc = 0;
+        int rc = GF_EAGAIN;
         Py_BEGIN_ALLOW_THREADS
         /* seq_cst pairs with the worker's load in pyworker.c: it tells a
          * worker about to take the GIL that the GIL is free now. */
@@ -41,23 +65,18 @@ int gf_wait_completion(module_state *st, gf_completion *c, double timeout)
             int64_t budget = left >= 0 && left < CALLER_SPIN_NS ? left
                                                                : CALLER_SPIN_NS;
             rc = spin(c, budget) ? 0 : GF_EAGAIN;
-            spun = 1;
-        } else {
-            rc = GF_EAGAIN;
         }
-        if (rc == GF_EAGAIN) {
-            left = deadline >= 0 ? deadline - gf_now_ns() : -1;
-            rc = deadline >= 0 && left <= 0
-                     ? GF_ETIMEDOUT
-                     : gf_completion_wait(c, left, false);
-        }
+        if (rc == GF_EAGAIN && (spun || !back_for_signals))
+            rc = sleep_until(c, deadline);
+        spun = 1;
         atomic_fetch_sub(&st->waiting_callers, 1);
         Py_END_ALLOW_THREADS
         if (rc == 0)
             return 0;
-        if (rc == GF_EINTR) {
-            /* Run the signal handlers now; KeyboardInterrupt & co. end the
-             * wait, anything else goes back to sleep for the time left. */
+        if (rc == GF_EINTR || rc == GF_EAGAIN) {
+            /* Run the signal handlers now (EAGAIN: the main thread's look
+             * after its spin); KeyboardInterrupt & co. end the wait,
+             * anything else goes back to sleep for the time left. */
             if (PyErr_CheckSignals() < 0)
                 return -1;
             continue;
