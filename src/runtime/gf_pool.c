@@ -250,14 +250,35 @@ gf_task *gf_worker_try_take(gf_worker *w)
     return find_work(w);
 }
 
+/* Is queued work left anywhere: the injector, our deque, or another
+ * worker's (a worker busy with one long task leaves its deque to thieves:
+ * a spinner that took other work, or stole from it only one task, must
+ * not leave the rest unclaimed).  Asked only by a worker that just
+ * stopped looking for work, so the scan of every deque is off the path of
+ * a worker running its own deque. */
+static bool work_left(gf_pool *p, gf_worker *self)
+{
+    /* seq_cst fence: the other half of wake_one's Dekker pair.  A pusher
+     * stores the work, then (fence) reads nspinning; we decremented
+     * nspinning, then (fence) read the queues: one of us sees the other. */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&p->inj_count, memory_order_relaxed) > 0
+        || gf_deque_size(&self->deque) > 0)
+        return true;
+    int n = atomic_load_explicit(&p->started, memory_order_acquire);
+    for (int i = 0; i < n; i++)
+        if (gf_deque_size(&p->workers[i].deque) > 0)
+            return true;
+    return false;
+}
+
 static void stop_spinning(gf_worker *w)
 {
     gf_pool *p = w->pool;
     /* The last spinner to find work wakes one more worker if work is left:
      * submitters skipped the wake-up while somebody was spinning. */
     if (atomic_fetch_sub_explicit(&p->nspinning, 1, memory_order_seq_cst) == 1
-        && (atomic_load_explicit(&p->inj_count, memory_order_relaxed) > 0
-            || gf_deque_size(&w->deque) > 0))
+        && work_left(p, w))
         wake_one(p);
 }
 
@@ -297,6 +318,9 @@ static gf_task *idle(gf_worker *w, int spinners)
         gf_task *t = find_work(w);
         if (t) {
             gf_event_cancel(&p->idle);
+            /* We stopped spinning before we found it: as stop_spinning. */
+            if (work_left(p, w))
+                wake_one(p);
             return t;
         }
         if (atomic_load_explicit(&p->shutdown, memory_order_acquire)) {

@@ -44,6 +44,7 @@
     X(pool_runs_every_task_once)                                              \
     X(pool_starts_workers_lazily)                                             \
     X(pool_no_lost_wakeup)                                                    \
+    X(pool_wakes_for_work_left_in_a_busy_deque)                               \
     X(pool_worker_push_spreads_by_stealing)                                   \
     X(pool_drain_takes_unstarted_tasks)                                       \
     X(pool_try_take_claims_queued_work)                                       \

@@ -1,6 +1,7 @@
 /* test_pool.c - the worker pool, parallel ranges and the native pool
  * (gf_pool.h). */
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -154,6 +155,62 @@ TEST(pool_no_lost_wakeup)
             gf_test_sleep_ms(2);  /* past the spin: the workers park */
     }
     stop_pool(p);
+}
+
+/* Tasks that each wait until all of them run at once.  With as many tasks
+ * as workers, one left in the deque of a worker that runs another never
+ * starts unless somebody is woken for it. */
+typedef struct meeting {
+    _Atomic int arrived, left, stranded;
+    int n;
+    gf_completion all_left;
+} meeting;
+
+typedef struct attendee {
+    gf_task task;
+    meeting *m;
+} attendee;
+
+static void run_attendee(gf_task *t, gf_worker *w)
+{
+    (void)w;
+    meeting *m = GF_CONTAINER_OF(t, attendee, task)->m;
+    atomic_fetch_add(&m->arrived, 1);
+    double t0 = gf_test_now();
+    while (atomic_load(&m->arrived) < m->n) {
+        if (gf_test_now() - t0 > 5.0) {
+            atomic_store(&m->stranded, 1);
+            break;
+        }
+        sched_yield();
+    }
+    if (atomic_fetch_sub(&m->left, 1) == 1)
+        gf_completion_complete(&m->all_left, false);
+}
+
+/* A fresh pool's first worker may take the whole injector in one batch
+ * into its deque and run one task; the others take work by stealing or
+ * from the injector, and whoever stops looking last must wake a worker
+ * for what is left in the busy worker's deque (a process pool of 3 once
+ * in ~200 starts ran two of its three blocking tasks, for good). */
+TEST(pool_wakes_for_work_left_in_a_busy_deque)
+{
+    enum { N = 3 };
+    int rounds = (int)gf_test_scaled(300);
+    for (int r = 0; r < rounds; r++) {
+        gf_pool *p = new_pool(N);
+        meeting m = {.n = N, .left = N};
+        gf_completion_init(&m.all_left);
+        attendee a[N];
+        for (int i = 0; i < N; i++) {
+            a[i] = (attendee){.task.run = run_attendee, .m = &m};
+            ASSERT_OK(gf_pool_submit(p, &a[i].task));
+        }
+        ASSERT_OK(gf_completion_wait(&m.all_left, SECONDS(30), false));
+        int stranded = atomic_load(&m.stranded);
+        ASSERT_EQ(stranded, 0);
+        stop_pool(p);
+    }
 }
 
 /* A task tree: each node pushes its two children onto its worker's own
