@@ -1,7 +1,12 @@
 """Small helpers shared by the test modules (fixtures live in conftest.py)."""
 
 import os
+import shutil
+import subprocess
+import sys
+import threading
 import time
+import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -43,10 +48,8 @@ def thread_comm(tid):
 
 def describe_thread(tid):
     """What a leaked thread is: OS name, state, wait channel and, for a Python
-    thread, its name and stack. Enough to tell who started it."""
-    import sys
-    import threading
-    import traceback
+    thread, its name and stack, else its C stack. Enough to tell who
+    started it."""
 
     def proc(entry):
         try:
@@ -66,16 +69,14 @@ def describe_thread(tid):
 
 
 def c_stack(tid):
-    """The C stack of thread ``tid`` of this process, from gdb where there is one."""
-    import shutil
-    import subprocess
-
+    """The C stack of thread ``tid`` of this process (its bottom frame names
+    the code that started it), from gdb where there is one."""
     if not shutil.which("gdb"):
         return "(no gdb to show it)"
     try:
         out = subprocess.run(
             ["gdb", "-p", str(os.getpid()), "-batch", "-nx",
-             "-ex", "set pagination off", "-ex", "thread apply all bt 20"],
+             "-ex", "set pagination off", "-ex", "thread apply all bt"],
             capture_output=True, text=True, timeout=60,
         ).stdout
     except (OSError, subprocess.TimeoutExpired) as e:
