@@ -77,7 +77,7 @@ def c_stack(tid):
         out = subprocess.run(
             ["gdb", "-p", str(os.getpid()), "-batch", "-nx",
              "-ex", "set pagination off", "-ex", "thread apply all bt"],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True, text=True, timeout=60, check=False,
         ).stdout
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"(gdb failed: {e})"
