@@ -37,29 +37,26 @@ def leakable_threads():
     return {t for t in os_threads() if not thread_comm(t).startswith(PROCESS_WIDE_THREADS)}
 
 
-def thread_comm(tid):
-    """The OS name of thread ``tid`` of this process (15 bytes at most)."""
+def task_file(tid, entry, missing="?"):
+    """/proc/self/task/<tid>/<entry>, stripped; ``missing`` once the thread is gone."""
     try:
-        with open(f"/proc/self/task/{tid}/comm") as f:
+        with open(f"/proc/self/task/{tid}/{entry}") as f:
             return f.read().strip()
     except OSError:
-        return "<gone>"
+        return missing
+
+
+def thread_comm(tid):
+    """The OS name of thread ``tid`` of this process (15 bytes at most)."""
+    return task_file(tid, "comm", "<gone>")
 
 
 def describe_thread(tid):
     """What a leaked thread is: OS name, state, wait channel and, for a Python
     thread, its name and stack, else its C stack. Enough to tell who
     started it."""
-
-    def proc(entry):
-        try:
-            with open(f"/proc/self/task/{tid}/{entry}") as f:
-                return f.read().strip()
-        except OSError:
-            return "?"
-
-    state = proc("stat").rpartition(")")[2].split()[:1]
-    text = f"{tid}:{thread_comm(tid)} (state {''.join(state) or '?'}, wchan {proc('wchan')})"
+    state = task_file(tid, "stat").rpartition(")")[2].split()[:1]
+    text = f"{tid}:{thread_comm(tid)} (state {''.join(state) or '?'}, wchan {task_file(tid, 'wchan')})"
     for thread in threading.enumerate():
         if str(thread.native_id) == tid:
             frame = sys._current_frames().get(thread.ident)
